@@ -1,0 +1,163 @@
+"""What a storage backend must do, and the part of it every backend shares.
+
+A backend provides transactions over one store (`Reader` for reads, `Txn` for writes) made of a
+handful of primitives: get a live row, put a row, delete a row, scan, clear. Every operation of the
+spec is written once, in `runstate.ops`, on top of those primitives, so a backend never restates
+what ``increment`` or ``add_to_set`` mean: it only promises that
+
+- ``write`` runs its function in one serialisable transaction (all of it applies or none),
+- a row's version is taken from a counter that only grows and is never reused,
+- expired rows are invisible to ``get`` and ``scan`` from the moment they expire,
+- usage accounting (records and bytes per store and workspace) changes in the same transaction
+  as the rows, and a write that would pass the quota raises `QuotaExceeded` and changes nothing,
+- every put, delete, expiry and clear is appended to the change feed in commit order.
+
+`EngineBase` turns those promises into the `Core` interface the library, server and CLI call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from ..errors import InvalidRequest
+from ..model import Record, StoreInfo, Usage, decode_value, to_datetime
+
+if TYPE_CHECKING:
+    from ..ops import Check, Op
+
+__all__ = ["Core", "EngineBase", "Reader", "Row", "Txn"]
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Row:
+    """A stored record as a backend holds it: encoded value and integer microsecond times."""
+
+    key: str
+    value: bytes
+    version: int
+    created_at: int
+    updated_at: int
+    expires_at: int | None
+
+    def record(self) -> Record:
+        created = to_datetime(self.created_at)
+        updated = created if self.updated_at == self.created_at else to_datetime(self.updated_at)
+        assert created is not None
+        assert updated is not None
+        return Record(
+            self.key,
+            decode_value(self.value),
+            self.version,
+            created,
+            updated,
+            to_datetime(self.expires_at),
+        )
+
+
+class Reader(Protocol):
+    """Reads of one store, all at one snapshot and one clock reading `now` (microseconds)."""
+
+    @property
+    def now(self) -> int: ...
+
+    def get(self, key: str) -> Row | None:
+        """The live row for `key`, or None (missing or expired)."""
+
+    def scan(
+        self,
+        *,
+        prefix: str | None,
+        start: str | None,
+        after: str | None,
+        reverse: bool,
+        limit: int,
+    ) -> list[Row]:
+        """Live rows in UTF-8 byte order of key (descending if `reverse`): keys starting with
+        `prefix`, from `start` inclusive, strictly past `after` (a cursor), at most `limit`."""
+
+
+class Txn(Reader, Protocol):
+    """A write transaction on one store. The store is created by the first `put`."""
+
+    @property
+    def default_ttl(self) -> float | None:
+        """The store's default ttl in seconds, or None (also for a store not yet created)."""
+
+    def put(self, key: str, value: bytes, expires_at: int | None) -> Row:
+        """Write `key` with a new version; `created_at` is kept if a live row existed.
+        Raises `ValueTooLarge` over the value limit, `QuotaExceeded` over the quota."""
+
+    def delete(self, key: str) -> bool:
+        """Delete the live row for `key`; False if there was none."""
+
+    def clear(self) -> int:
+        """Delete every live row of the store; the number deleted."""
+
+
+class Core(Protocol):
+    """What the library's `Database` needs: the embedded engine and the HTTP client both are one.
+
+    `workspace` is the tenant; the embedded library always uses ``default``."""
+
+    def execute(self, workspace: str, store: str, op: Op) -> Any: ...
+
+    def batch(
+        self, workspace: str, store: str, checks: Sequence[Check], ops: Sequence[Op]
+    ) -> list[Any]: ...
+
+    def list_stores(self, workspace: str) -> list[StoreInfo]: ...
+
+    def store_info(self, workspace: str, name: str) -> StoreInfo: ...
+
+    def create_store(
+        self, workspace: str, name: str, default_ttl: float | None = None
+    ) -> StoreInfo: ...
+
+    def ensure_store(self, workspace: str, name: str, default_ttl: float | None = None) -> None: ...
+
+    def update_store(self, workspace: str, name: str, default_ttl: float | None) -> StoreInfo: ...
+
+    def delete_store(self, workspace: str, name: str) -> None: ...
+
+    def add_dependent(self, workspace: str, name: str, workflow: str) -> StoreInfo: ...
+
+    def remove_dependent(self, workspace: str, name: str, workflow: str) -> StoreInfo: ...
+
+    def usage(self, workspace: str) -> Usage: ...
+
+    def close(self) -> None: ...
+
+
+class EngineBase:
+    """Runs ops and batches on a backend's `read`/`write` transactions."""
+
+    def read(self, workspace: str, store: str, fn: Callable[[Reader], T]) -> T:
+        raise NotImplementedError
+
+    def write(self, workspace: str, store: str, fn: Callable[[Txn], T]) -> T:
+        raise NotImplementedError
+
+    def execute(self, workspace: str, store: str, op: Op) -> Any:
+        """Run one operation atomically; raises the operation's `Error`."""
+        if op.writes:
+            return self.write(workspace, store, op.run)
+        return self.read(workspace, store, op.run)
+
+    def batch(
+        self, workspace: str, store: str, checks: Sequence[Check], ops: Sequence[Op]
+    ) -> list[Any]:
+        """Run checks and ops as one transaction (SPEC §2.2): all apply or nothing does."""
+        from ..ops import MAX_BATCH, run_batch
+
+        if len(ops) > MAX_BATCH or len(checks) > MAX_BATCH:
+            raise InvalidRequest(
+                f"a batch holds at most {MAX_BATCH} operations and {MAX_BATCH} checks",
+                {"ops": len(ops), "checks": len(checks)},
+            )
+        if not any(op.writes for op in ops):
+            return self.read(workspace, store, lambda tx: run_batch(tx, checks, ops))
+        return self.write(workspace, store, lambda tx: run_batch(tx, checks, ops))
