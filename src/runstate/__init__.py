@@ -13,7 +13,7 @@ See SPEC §3.1 and docs/library-api.md for the whole API.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import typing
 
 from .errors import (
     Conflict,
@@ -34,6 +34,9 @@ from .errors import (
 )
 from .model import Page, Record, StoreInfo, Usage, now
 from .store import Atomic, Database, Store
+
+if typing.TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "Atomic",
@@ -74,6 +77,7 @@ def open(
     max_value_bytes: int | None = None,
     clock: Callable[[], float] | None = None,
     purge_interval: float | None = 1.0,
+    event_retention: float = 3600.0,
     workspace: str = "default",
 ) -> Database:
     """Open an embedded database: a file path, ``sqlite:///rel.db`` or ``sqlite:////abs.db``.
@@ -81,7 +85,8 @@ def open(
     `durability` is ``"fast"`` (crash-safe, not power-safe; the default here) or ``"durable"``
     (fsync before each write returns). `clock` (epoch seconds) replaces the real clock, for
     tests. Expired records are purged every `purge_interval` seconds by a background thread
-    (None: only by `Database.purge_expired`); they are invisible to reads either way."""
+    (None: only by `Database.purge_expired`); they are invisible to reads either way. The change
+    feed keeps events `event_retention` seconds (default one hour)."""
     text = os.fspath(url)
     if text.startswith(("postgresql://", "postgres://")):
         raise InvalidRequest("the PostgreSQL backend is not available in this version")
@@ -93,5 +98,6 @@ def open(
         quota_bytes=quota_bytes,
         max_value_bytes=max_value_bytes,
         clock=clock,
+        event_retention=event_retention,
     )
     return Database(engine, workspace, purge=engine.purge_expired, purge_interval=purge_interval)

@@ -104,6 +104,17 @@ def check_scope_id(what: str, value: object) -> str:
     return value
 
 
+EXECUTION_TTL = 24 * 3600.0
+
+
+def initial_default_ttl(name: str, default_ttl: float | None) -> float | None:
+    """A new store's default ttl: execution scopes (``execution:{id}``) get 24 h unless told,
+    however they are created (by name, by `execution_state`, or by a first write)."""
+    if default_ttl is None and name.startswith("execution:"):
+        return EXECUTION_TTL
+    return default_ttl
+
+
 def scope_store(kind: str, *ids: str) -> str:
     """The reserved store name of a scope, e.g. ``flow:{instance_id}:{flow_id}``."""
     name = ":".join((kind, *ids))

@@ -14,7 +14,7 @@ from typing import Any, Self
 
 from . import ops
 from .engine.base import Core
-from .errors import InvalidRequest, NotFound
+from .errors import Error, InvalidRequest, NotFound
 from .model import (
     DEFAULT_PAGE,
     Page,
@@ -28,7 +28,6 @@ from .model import (
 
 __all__ = ["Atomic", "Database", "Store"]
 
-EXECUTION_TTL = 24 * 3600.0
 _MISSING: Any = object()
 
 
@@ -109,14 +108,14 @@ class Database:
 
     # --- Prismatic's scopes ------------------------------------------------------------------
 
-    def _scope(self, name: str, default_ttl: float | None = None) -> Store:
-        self._core.ensure_store(self.workspace, name, default_ttl)
+    def _scope(self, name: str) -> Store:
+        self._core.ensure_store(self.workspace, name)
         return Store(self, name)
 
     def execution_state(self, execution_id: str) -> Store:
         """State of one execution (store ``execution:{id}``; records expire after 24 h)."""
         name = scope_store("execution", check_scope_id("execution_id", execution_id))
-        return self._scope(name, EXECUTION_TTL)
+        return self._scope(name)
 
     def flow_state(self, instance_id: str, flow_id: str) -> Store:
         """State of one flow of an instance (store ``flow:{instance_id}:{flow_id}``)."""
@@ -370,11 +369,15 @@ class Atomic:
         self._store = store
         self._checks: list[ops.Check] = []
         self._ops: list[ops.Op] = []
+        self._invalid: Error | None = None  # the first invalid input, raised at commit
         self.results: list[Any] = []
 
     def check(self, key: str, version: int) -> None:
         """Require `key` to be at `version` (0: absent) when the batch runs."""
-        self._checks.append(ops.Check(key, version))
+        try:
+            self._checks.append(ops.Check(key, version))
+        except Error as exc:
+            self._invalid = self._invalid or exc.with_details(check=len(self._checks))
 
     def __getattr__(self, name: str) -> Callable[..., None]:
         cls = ops.OPS.get(name)
@@ -382,11 +385,18 @@ class Atomic:
             raise AttributeError(f"{name!r} is not an operation")
 
         def queue(*args: Any, **kwargs: Any) -> None:
-            self._ops.append(cls(*args, **kwargs))
+            try:
+                self._ops.append(cls(*args, **kwargs))
+            except Error as exc:
+                self._invalid = self._invalid or exc.with_details(op=len(self._ops))
+                self._ops.append(ops.Clear())  # a placeholder keeps later indexes right
 
         return queue
 
     def commit(self) -> list[Any]:
+        """Run the batch: raises its first error (invalid input, failed check or op)."""
+        if self._invalid is not None:
+            raise self._invalid
         store = self._store
         self.results = store._core.batch(store._workspace, store.name, self._checks, self._ops)
         return self.results

@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .. import ops
 from ..errors import (
     Conflict,
     Error,
@@ -49,12 +50,15 @@ from ..errors import (
 )
 from ..model import (
     DEFAULT_QUOTA_BYTES,
+    INT64_MAX,
+    INT64_MIN,
     MAX_VALUE_BYTES,
     StoreInfo,
     Usage,
     check_store_name,
     check_ttl,
     decode_value,
+    initial_default_ttl,
     to_datetime,
 )
 from .base import EngineBase, Reader, Row, Txn
@@ -161,6 +165,53 @@ ON CONFLICT (store_id, key) DO UPDATE SET
                       THEN excluded.created_at ELSE records.created_at END
 RETURNING version, created_at
 """
+# Fast paths: one statement each, run in autocommit (its own transaction). Each returns no row
+# where it cannot decide on its own (store missing, not an integer, overflow), and the caller
+# then runs the operation's one definition in `runstate.ops` in a full transaction.
+_DEFAULT_EXPIRY = (
+    "CASE WHEN default_ttl IS NULL THEN NULL "
+    "ELSE ?4 + CAST(round(default_ttl * 1e6) AS INTEGER) END"
+)
+_FAST_SET = f"""
+INSERT INTO records (store_id, key, value, version, created_at, updated_at, expires_at)
+SELECT id, ?2, ?3, (SELECT max(seq) + 1 FROM events), ?4, ?4,
+       CASE WHEN ?5 IS NOT NULL THEN ?5 ELSE {_DEFAULT_EXPIRY} END
+FROM stores WHERE workspace_id = ?1 AND name = ?6
+ON CONFLICT (store_id, key) DO UPDATE SET
+    value = excluded.value,
+    version = excluded.version,
+    updated_at = excluded.updated_at,
+    expires_at = excluded.expires_at,
+    created_at = CASE WHEN records.expires_at <= excluded.updated_at
+                      THEN excluded.created_at ELSE records.created_at END
+RETURNING version, created_at, expires_at
+"""
+# A stored JSON text made only of digits and '-' is an integer; SQLite turns an integer sum that
+# overflows 64 bits into a REAL, which the typeof() test refuses.
+_FAST_INCREMENT = f"""
+INSERT INTO records (store_id, key, value, version, created_at, updated_at, expires_at)
+SELECT id, ?2, CAST(CAST(?3 AS TEXT) AS BLOB), (SELECT max(seq) + 1 FROM events), ?4, ?4,
+       {_DEFAULT_EXPIRY}
+FROM stores WHERE workspace_id = ?1 AND name = ?5
+ON CONFLICT (store_id, key) DO UPDATE SET
+    value = CASE WHEN records.expires_at <= ?4 THEN excluded.value
+                 ELSE CAST(CAST(CAST(records.value AS INTEGER) + ?3 AS TEXT) AS BLOB) END,
+    version = excluded.version,
+    updated_at = excluded.updated_at,
+    expires_at = CASE WHEN records.expires_at <= ?4 THEN excluded.expires_at
+                      ELSE records.expires_at END,
+    created_at = CASE WHEN records.expires_at <= ?4 THEN excluded.created_at
+                      ELSE records.created_at END
+WHERE records.expires_at <= ?4
+   OR (CAST(records.value AS TEXT) NOT GLOB '*[^0-9-]*'
+       AND typeof(CAST(records.value AS INTEGER) + ?3) = 'integer')
+RETURNING value
+"""
+_GET_VALUE = (
+    "SELECT value FROM records "
+    "WHERE store_id = (SELECT id FROM stores WHERE workspace_id = ? AND name = ?) "
+    "AND key = ? AND (expires_at IS NULL OR expires_at > ?)"
+)
 _ROW = "SELECT value, version, created_at, updated_at, expires_at FROM records "
 _GET = _ROW + "WHERE store_id = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)"
 _GET_BY_NAME = (
@@ -175,6 +226,7 @@ _INFO = (
 _EVENT = "INSERT INTO events (store_id, type, key, value, at) VALUES (?, ?, ?, NULL, ?)"
 
 _QUOTA_MARK = "runstate:quota_exceeded"
+_PURGE_BATCH = 1000
 
 
 def sqlite_path(url: str | os.PathLike[str]) -> str:
@@ -345,10 +397,11 @@ class _SqliteTxn(_SqliteReader):
 def _create_store(
     conn: sqlite3.Connection, workspace_id: int, name: str, default_ttl: float | None, now: int
 ) -> int:
+    check_store_name(name)
     (store_id,) = conn.execute(
         "INSERT INTO stores (workspace_id, name, default_ttl, created_at) VALUES (?, ?, ?, ?) "
         "RETURNING id",
-        (workspace_id, name, default_ttl, now),
+        (workspace_id, name, initial_default_ttl(name, default_ttl), now),
     ).fetchone()
     conn.execute("INSERT INTO usage (id) VALUES (?)", (store_id,))
     return int(store_id)
@@ -362,8 +415,11 @@ def _create_workspace(conn: sqlite3.Connection, name: str, quota: int, now: int)
     return int(workspace_id)
 
 
-def _purge(conn: sqlite3.Connection, now: int, workspace_id: int | None = None) -> int:
-    """Delete expired rows (of one workspace, or all), each with an ``expire`` event."""
+def _purge(
+    conn: sqlite3.Connection, now: int, workspace_id: int | None = None, limit: int | None = None
+) -> int:
+    """Delete expired rows (of one workspace, or all; at most `limit`), each with an
+    ``expire`` event."""
     scope = (
         ""
         if workspace_id is None
@@ -371,15 +427,16 @@ def _purge(conn: sqlite3.Connection, now: int, workspace_id: int | None = None) 
     )
     total = 0
     while True:
+        batch = _PURGE_BATCH if limit is None else min(_PURGE_BATCH, limit - total)
         expired = conn.execute(
-            "SELECT store_id, key FROM records WHERE expires_at <= ?" + scope + " LIMIT 500",
-            (now,),
+            "SELECT store_id, key FROM records WHERE expires_at <= ?" + scope + " LIMIT ?",
+            (now, batch),
         ).fetchall()
         for store_id, key in expired:
             conn.execute("DELETE FROM records WHERE store_id = ? AND key = ?", (store_id, key))
             conn.execute(_EVENT, (store_id, "expire", key, now))
         total += len(expired)
-        if len(expired) < 500:
+        if len(expired) < batch or (limit is not None and total >= limit):
             return total
 
 
@@ -465,6 +522,8 @@ class SqliteEngine(EngineBase):
         return conn
 
     def _now(self) -> int:
+        if self._clock is time.time:
+            return time.time_ns() // 1000
         return round(self._clock() * 1_000_000)
 
     # --- transactions ----------------------------------------------------------------------
@@ -560,10 +619,59 @@ class SqliteEngine(EngineBase):
         return self._transact(run)
 
     def execute(self, workspace: str, store: str, op: Any) -> Any:
-        if op.name == "get":  # the hottest path skips the transaction
-            row = self.get_row(workspace, store, op.key)
-            return op.default if row is None else decode_value(row.value)
+        fast = _FAST.get(type(op))
+        if fast is not None:
+            result = fast(self, workspace, store, op)
+            if result is not _UNDECIDED:
+                return result
         return super().execute(workspace, store, op)
+
+    def _fast_get(self, workspace: str, store: str, op: Any) -> Any:
+        conn = self._reader()
+        try:
+            ws = self._workspaces.get(workspace) or self._workspace_id(conn, workspace, False)
+            found = conn.execute(_GET_VALUE, (ws, store, op.key.encode(), self._now())).fetchone()
+        except sqlite3.Error as exc:
+            raise _unavailable(exc) from None
+        return op.default if found is None else decode_value(found[0])
+
+    def _autocommit(self, workspace: str, sql: str, params: tuple[Any, ...]) -> Any:
+        """One statement as its own transaction on the writer; None where it wrote nothing
+        (or hit the quota, which the full path reports exactly)."""
+        self._check_process()
+        with self._lock:
+            conn = self._writer
+            if conn is None:
+                conn = self._writer = self._connect()
+            ws = self._workspaces.get(workspace) or self._workspace_id(conn, workspace, True)
+            try:
+                rows = conn.execute(sql, (ws, *params)).fetchall()
+            except sqlite3.IntegrityError:
+                return None
+            except sqlite3.Error as exc:
+                raise _unavailable(exc) from None
+        return rows[0] if rows else None
+
+    def _fast_set(self, workspace: str, store: str, op: Any) -> Any:
+        if op.if_version is not None or len(op.data) > self.max_value_bytes:
+            return _UNDECIDED
+        now = self._now()
+        expires = None if op.ttl is None else now + round(op.ttl * 1_000_000)
+        found = self._autocommit(
+            workspace, _FAST_SET, (op.key.encode(), op.data, now, expires, store)
+        )
+        if found is None:
+            return _UNDECIDED
+        return Row(op.key, op.data, found[0], found[1], now, found[2]).record()
+
+    def _fast_increment(self, workspace: str, store: str, op: Any) -> Any:
+        amount = op.amount * op._sign
+        if not INT64_MIN <= amount <= INT64_MAX:
+            return _UNDECIDED
+        found = self._autocommit(
+            workspace, _FAST_INCREMENT, (op.key.encode(), amount, self._now(), store)
+        )
+        return _UNDECIDED if found is None else int(found[0])
 
     def quota_error(
         self, conn: sqlite3.Connection, workspace_id: int, key: str, value: bytes
@@ -756,25 +864,32 @@ class SqliteEngine(EngineBase):
     # --- maintenance ---------------------------------------------------------------------------
 
     def purge_expired(self) -> int:
-        """Delete every expired record now (and change-feed events past their retention)."""
+        """Delete every expired record now (an ``expire`` event each) and change-feed events
+        past their retention; in bounded transactions, so writers never wait long."""
+        total = 0
+        while True:
+            purged = self._transact(lambda conn, now: _purge(conn, now, limit=_PURGE_BATCH))
+            total += purged
+            if purged < _PURGE_BATCH:
+                break
+        while self._transact(self._trim_events) == _PURGE_BATCH:
+            pass
+        return total
 
-        def run(conn: sqlite3.Connection, now: int) -> int:
-            purged = _purge(conn, now)
-            cutoff = now - round(self.event_retention * 1_000_000)
-            # events are in seq order and (nearly) in time order: keep from the first recent one
-            first = conn.execute(
-                "SELECT seq FROM events WHERE at >= ? ORDER BY seq LIMIT 1", (cutoff,)
-            ).fetchone()
-            keep = first[0] if first is not None else None
-            # the newest event always stays: the next version is max(seq) + 1
-            conn.execute(
-                "DELETE FROM events WHERE seq < min(coalesce(?, seq + 1), "
-                "(SELECT max(seq) FROM events))",
-                (keep,),
-            )
-            return purged
-
-        return self._transact(run)
+    def _trim_events(self, conn: sqlite3.Connection, now: int) -> int:
+        cutoff = now - round(self.event_retention * 1_000_000)
+        # events are in seq order and (nearly) in time order: keep from the first recent one,
+        # and always the newest (the next version is max(seq) + 1)
+        first = conn.execute(
+            "SELECT seq FROM events WHERE at >= ? ORDER BY seq LIMIT 1", (cutoff,)
+        ).fetchone()
+        (newest,) = conn.execute("SELECT max(seq) FROM events").fetchone()
+        keep = newest if first is None else min(first[0], newest)
+        return conn.execute(
+            "DELETE FROM events WHERE seq IN "
+            "(SELECT seq FROM events WHERE seq < ? ORDER BY seq LIMIT ?)",
+            (keep, _PURGE_BATCH),
+        ).rowcount
 
     def recount(self, workspace: str) -> tuple[int, int]:
         """Records and bytes of live and expired rows counted from scratch (for checks)."""
@@ -842,3 +957,12 @@ def _unavailable(exc: sqlite3.Error) -> Unavailable:
     if "locked" in text or "busy" in text:
         return Unavailable("the database is busy; try again", {"reason": "busy"})
     return Unavailable("the database is unavailable", {"reason": text[:200]})
+
+
+_UNDECIDED: Any = object()
+_FAST: dict[type[Any], Callable[[SqliteEngine, str, str, Any], Any]] = {
+    ops.Get: SqliteEngine._fast_get,
+    ops.Set: SqliteEngine._fast_set,
+    ops.Increment: SqliteEngine._fast_increment,
+    ops.Decrement: SqliteEngine._fast_increment,
+}
