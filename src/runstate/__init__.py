@@ -4,8 +4,11 @@
 
     import runstate
     db = runstate.open("state.db")          # embedded SQLite, no server
+    db = runstate.connect("http://127.0.0.1:8765", token="rs_...")  # a server, same API
     orders = db.store("orders")
     orders.increment("runs")
+
+`runstate.connect_async` is the same API for asyncio (`runstate.aio`).
 
 See SPEC §3.1 and docs/library-api.md for the whole API.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import os
 import typing
 
+from .aio import AsyncAtomic, AsyncDatabase, AsyncStore
 from .errors import (
     Conflict,
     Error,
@@ -39,6 +43,9 @@ if typing.TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = [
+    "AsyncAtomic",
+    "AsyncDatabase",
+    "AsyncStore",
     "Atomic",
     "Conflict",
     "Database",
@@ -62,6 +69,8 @@ __all__ = [
     "Usage",
     "ValueTooLarge",
     "__version__",
+    "connect",
+    "connect_async",
     "now",
     "open",
 ]
@@ -101,3 +110,22 @@ def open(
         event_retention=event_retention,
     )
     return Database(engine, workspace, purge=engine.purge_expired, purge_interval=purge_interval)
+
+
+def connect(url: str, token: str | None = None, *, timeout: float = 30.0) -> Database:
+    """Connect to a runstate server (``runstate serve``): the same `Database` API as `open`,
+    over HTTP with one kept-alive connection pool. The workspace is the token's. A network
+    failure raises `Unavailable`; every other error is the one the embedded library raises.
+    `timeout` (seconds) bounds connecting and each read or write of a request."""
+    from .client import HttpCore  # httpx is imported only by those who connect
+
+    return Database(HttpCore(url, token, timeout=timeout))
+
+
+def connect_async(url: str, token: str | None = None, *, timeout: float = 30.0) -> AsyncDatabase:
+    """`connect` for asyncio: ``async with runstate.connect_async(url, token=...) as db:``,
+    then ``await db.store(...)``, ``await store.increment(...)``, ``async for`` over
+    ``store.keys()``; see `runstate.aio`."""
+    from .client import AsyncHttpCore
+
+    return AsyncDatabase(AsyncHttpCore(url, token, timeout=timeout))

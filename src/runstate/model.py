@@ -33,6 +33,7 @@ __all__ = [
     "check_key",
     "check_store_name",
     "check_ttl",
+    "check_workflow",
     "decode_cursor",
     "decode_json",
     "decode_value",
@@ -92,6 +93,14 @@ def check_store_name(name: object) -> str:
             {"name": name if isinstance(name, str) else None},
         )
     return name
+
+
+def check_workflow(workflow: object) -> str:
+    """Return `workflow` if it is a valid dependent's id (a non-empty string, at most 256
+    characters, no NUL), else raise `InvalidRequest`."""
+    if type(workflow) is not str or not workflow or len(workflow) > 256 or "\x00" in workflow:
+        raise InvalidRequest("a workflow id is a non-empty string of at most 256 characters")
+    return workflow
 
 
 def check_scope_id(what: str, value: object) -> str:

@@ -31,6 +31,26 @@ __all__ = ["Atomic", "Database", "Store"]
 _MISSING: Any = object()
 
 
+# --- Prismatic's scopes: the reserved store names (shared by the sync and async APIs) ---------
+
+
+def execution_store(execution_id: str) -> str:
+    return scope_store("execution", check_scope_id("execution_id", execution_id))
+
+
+def flow_store(instance_id: str, flow_id: str) -> str:
+    ids = check_scope_id("instance_id", instance_id), check_scope_id("flow_id", flow_id)
+    return scope_store("flow", *ids)
+
+
+def cross_flow_store(instance_id: str) -> str:
+    return scope_store("instance", check_scope_id("instance_id", instance_id))
+
+
+def integration_store(integration_id: str) -> str:
+    return scope_store("integration", check_scope_id("integration_id", integration_id))
+
+
 class Database:
     """A runstate database: its stores, their dependents, and the workspace's usage.
 
@@ -114,22 +134,19 @@ class Database:
 
     def execution_state(self, execution_id: str) -> Store:
         """State of one execution (store ``execution:{id}``; records expire after 24 h)."""
-        name = scope_store("execution", check_scope_id("execution_id", execution_id))
-        return self._scope(name)
+        return self._scope(execution_store(execution_id))
 
     def flow_state(self, instance_id: str, flow_id: str) -> Store:
         """State of one flow of an instance (store ``flow:{instance_id}:{flow_id}``)."""
-        ids = check_scope_id("instance_id", instance_id), check_scope_id("flow_id", flow_id)
-        return self._scope(scope_store("flow", *ids))
+        return self._scope(flow_store(instance_id, flow_id))
 
     def cross_flow_state(self, instance_id: str) -> Store:
         """State shared by the flows of an instance (store ``instance:{instance_id}``)."""
-        return self._scope(scope_store("instance", check_scope_id("instance_id", instance_id)))
+        return self._scope(cross_flow_store(instance_id))
 
     def integration_state(self, integration_id: str) -> Store:
         """State shared by every instance of an integration (store ``integration:{id}``)."""
-        ident = check_scope_id("integration_id", integration_id)
-        return self._scope(scope_store("integration", ident))
+        return self._scope(integration_store(integration_id))
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -357,16 +374,12 @@ class Store(MutableMapping[str, Any]):
         return Atomic(self)
 
 
-class Atomic:
-    """An atomic batch on one store (SPEC §2.2).
+class Batch:
+    """The queue of an atomic batch, shared by `Atomic` and `runstate.aio.AsyncAtomic`: every
+    operation of `Store` is a method that queues it, `check` queues a precondition. Invalid
+    inputs are kept and raised when the batch would run, with their index."""
 
-    Inside ``with store.atomic() as tx:`` every operation of `Store` is a method of `tx` that
-    queues it; ``tx.check(key, version=n)`` queues a precondition. On a clean exit the batch
-    runs in one transaction and `results` holds each operation's result; a failed check or
-    operation raises there and nothing changes. An exception in the block discards the batch."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    def __init__(self) -> None:
         self._checks: list[ops.Check] = []
         self._ops: list[ops.Op] = []
         self._invalid: Error | None = None  # the first invalid input, raised at commit
@@ -393,12 +406,29 @@ class Atomic:
 
         return queue
 
-    def commit(self) -> list[Any]:
-        """Run the batch: raises its first error (invalid input, failed check or op)."""
+    def _queued(self) -> tuple[list[ops.Check], list[ops.Op]]:
+        """The checks and operations to run; raises the first invalid input instead."""
         if self._invalid is not None:
             raise self._invalid
+        return self._checks, self._ops
+
+
+class Atomic(Batch):
+    """An atomic batch on one store (SPEC §2.2).
+
+    Inside ``with store.atomic() as tx:`` every operation of `Store` is a method of `tx` that
+    queues it; ``tx.check(key, version=n)`` queues a precondition. On a clean exit the batch
+    runs in one transaction and `results` holds each operation's result; a failed check or
+    operation raises there and nothing changes. An exception in the block discards the batch."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__()
+        self._store = store
+
+    def commit(self) -> list[Any]:
+        """Run the batch: raises its first error (invalid input, failed check or op)."""
         store = self._store
-        self.results = store._core.batch(store._workspace, store.name, self._checks, self._ops)
+        self.results = store._core.batch(store._workspace, store.name, *self._queued())
         return self.results
 
     def __enter__(self) -> Self:

@@ -1,0 +1,650 @@
+"""HTTP mode: `runstate serve` against webdis, etcd's JSON gateway and a bare ASGI app, in one run.
+
+    python -m bench.http [--quick] [--seconds S] [--connections 1,16,64] [--peers a,b] [--ops a,b]
+
+Load comes from `wrk` (keep-alive, one thread) at 1, 16 and 64 connections. Each request is
+drawn at random from 10k keys holding 100-byte values (loaded before the timing, untimed):
+
+    op         runstate (durable, granian)       webdis/Redis    etcd gateway      bare ASGI
+    get        GET  /v1/stores/bench/records/k   GET /GET/k      POST /v3/kv/range runstate's
+    set        PUT  /v1/stores/bench/records/k   PUT /SET/k      POST /v3/kv/put   requests
+    increment  POST /v1/stores/bench/batch       GET /INCR/k     POST /v3/kv/put*
+
+(*) etcd has no increment: its row is a put, the durable write it does have. Redis runs in memory
+(no fsync), as webdis users run it; runstate fsyncs before acknowledging (`--durability durable`)
+and etcd fsyncs its WAL. The bare ASGI app (`bench/asgi_bare.py`) runs on granian, the server
+runstate uses, and answers a fixed record-sized body: the ceiling of the HTTP layer.
+
+The harness starts every peer itself on free loopback ports and stops it at the end; a peer
+whose program is missing is skipped with a line saying why (`make bench-deps` installs them).
+For each (op, connections) cell the peers run back to back, each after a warm-up, so the
+ratios compare figures taken seconds apart. Results: bench/results/http-<UTC stamp>.json and
+.md, and bench/results/latest-http.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import importlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+if not __package__:  # run as `python bench/http.py`: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.peers import RedisServer
+from bench.report import machine, machine_markdown, ratio_text, timestamp, write_results
+
+OPS = ("get", "set", "increment")
+CONNECTIONS = (1, 16, 64)
+PEER_ORDER = ("runstate", "webdis", "etcd", "bare")
+N_KEYS = 10_000
+VALUE = "v" * 100
+STORE = "bench"
+START_TIMEOUT = 30.0
+
+# Where the product must end up (QUALITY.md §1), checked and shown in the report.
+TARGETS = (
+    ("get", 64, "webdis", 0.6),
+    ("get", 64, "etcd", 3.0),
+    ("set", 64, "etcd", 1.5),
+    ("increment", 64, "etcd", 1.5),
+)
+P50_TARGET_US = ("get", 1, 150.0)
+
+Request = tuple[str, str, str | None]  # method, path, body
+
+
+def key(i: int) -> str:
+    return f"k{i:05d}"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"exited at start (status {process.returncode})")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"did not listen on {port} within {timeout:.0f} s")
+
+
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+class HttpPeer(ABC):
+    """One HTTP server under test: started on a free loopback port, loaded, measured, stopped."""
+
+    name: ClassVar[str]
+    note: ClassVar[str]
+
+    def __init__(self, workdir: Path, workers: int) -> None:
+        self.workdir = workdir / self.name
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.workers = workers
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.headers: dict[str, str] = {}
+        self.version = "?"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @abstractmethod
+    def missing(self) -> str | None:
+        """Why this peer cannot run here, or None."""
+
+    @abstractmethod
+    def start(self) -> None:
+        """Start the server (and load the data set)."""
+
+    @abstractmethod
+    def requests(self, op: str) -> list[Request]:
+        """The requests `op` draws from."""
+
+    def spawn(self, command: Sequence[str], env: dict[str, str] | None = None) -> None:
+        log = open(self.workdir / "server.log", "ab")
+        self.process = subprocess.Popen(
+            list(command),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.workdir,
+            start_new_session=True,
+        )
+        log.close()
+        wait_for_port(self.port, self.process, START_TIMEOUT)
+
+    def stop(self) -> None:
+        stop_process(self.process)
+        self.process = None
+
+
+def _venv_bin(name: str) -> str | None:
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name)
+
+
+class RunstateHttp(HttpPeer):
+    name = "runstate"
+    note = (
+        "`runstate serve --durability durable` (granian, group commit, fsync before each "
+        "acknowledgement) on a fresh SQLite file; increment = one-op POST .../batch."
+    )
+
+    def missing(self) -> str | None:
+        try:
+            importlib.import_module("runstate.server")
+        except ImportError as exc:
+            return f"runstate.server is not importable ({exc})"
+        return None if _venv_bin("runstate") else "the runstate command is not installed"
+
+    def start(self) -> None:
+        runstate: Any = importlib.import_module("runstate")
+        db = self.workdir / "bench.db"
+        with runstate.open(db, durability="fast", quota_bytes=1 << 34, purge_interval=None) as rs:
+            store = rs.store(STORE)
+            items = {key(i): VALUE for i in range(N_KEYS)}
+            store.set_many(items)
+            store.set_many({f"n{i:05d}": 0 for i in range(N_KEYS)})
+        runstate_bin = _venv_bin("runstate")
+        assert runstate_bin is not None
+        created = subprocess.run(
+            [runstate_bin, "token", "create", "--role", "admin", "--json", "--db", str(db)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        self.headers = {
+            "Authorization": f"Bearer {json.loads(created.stdout)['token']}",
+            "Content-Type": "application/json",
+        }
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTATE_")}
+        self.spawn(
+            [runstate_bin, "serve", "--db", str(db), "--port", str(self.port),
+             "--durability", "durable", "--workers", str(self.workers)],
+            env,
+        )  # fmt: skip
+        self.version = runstate.__version__
+
+    def requests(self, op: str) -> list[Request]:
+        if op == "get":
+            return [("GET", f"/v1/stores/{STORE}/records/{key(i)}", None) for i in range(N_KEYS)]
+        if op == "set":
+            body = json.dumps({"value": VALUE})
+            return [("PUT", f"/v1/stores/{STORE}/records/{key(i)}", body) for i in range(N_KEYS)]
+        return [
+            (
+                "POST",
+                f"/v1/stores/{STORE}/batch",
+                json.dumps({"ops": [{"op": "increment", "key": f"n{i:05d}"}]}),
+            )
+            for i in range(N_KEYS)
+        ]
+
+
+class BareAsgi(RunstateHttp):
+    """Sends runstate's requests to an app that only answers them: the same bytes on the wire."""
+
+    name = "bare"
+    note = (
+        "`granian --interface asgi bench.asgi_bare:app`: reads the body, answers a fixed "
+        "record-sized JSON body; the HTTP layer's ceiling."
+    )
+
+    def missing(self) -> str | None:
+        return None if _venv_bin("granian") else "granian is not installed"
+
+    def start(self) -> None:
+        granian = _venv_bin("granian")
+        assert granian is not None
+        root = Path(__file__).resolve().parent.parent
+        env = dict(os.environ, PYTHONPATH=str(root))
+        self.headers = {"Authorization": "Bearer x", "Content-Type": "application/json"}
+        self.spawn(
+            [granian, "--interface", "asgi", "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", str(self.workers), "--no-ws", "--log-level", "warning",
+             "bench.asgi_bare:app"],
+            env,
+        )  # fmt: skip
+        self.version = "granian " + _distribution_version("granian")
+
+
+class Webdis(HttpPeer):
+    name = "webdis"
+    note = (
+        "webdis (Debian package) over our own redis-server kept in memory (save '', "
+        "appendonly no): GET /GET/k, PUT /SET/k with the value as body, GET /INCR/k."
+    )
+
+    def __init__(self, workdir: Path, workers: int) -> None:
+        super().__init__(workdir, workers)
+        self.redis: RedisServer | None = None
+
+    def missing(self) -> str | None:
+        if not shutil.which("webdis"):
+            return "no webdis binary (apt-get install webdis)"
+        if not shutil.which("redis-server"):
+            return "no redis-server binary (apt-get install redis-server)"
+        return None
+
+    def start(self) -> None:
+        import redis
+
+        self.redis = RedisServer()
+        if not self.redis.owned or self.redis.url is None:
+            raise RuntimeError(f"no Redis of our own: {self.redis.origin}")
+        redis_port = int(self.redis.url.rsplit(":", 1)[1].split("/")[0])
+        client = redis.Redis.from_url(self.redis.url)
+        pipe = client.pipeline(transaction=False)
+        for i in range(N_KEYS):
+            pipe.set(key(i), VALUE)
+            pipe.set(f"n{i:05d}", 0)
+        pipe.execute()
+        client.close()
+        config = {
+            "redis_host": "127.0.0.1",
+            "redis_port": redis_port,
+            "http_host": "127.0.0.1",
+            "http_port": self.port,
+            "threads": 2,
+            "daemonize": False,
+            "database": 0,
+            "verbosity": 0,
+            "logfile": str(self.workdir / "webdis.log"),
+        }
+        path = self.workdir / "webdis.json"
+        path.write_text(json.dumps(config), encoding="utf-8")
+        self.spawn(["webdis", str(path)])
+        self.version = _debian_version("webdis")
+
+    def requests(self, op: str) -> list[Request]:
+        if op == "get":
+            return [("GET", f"/GET/{key(i)}", None) for i in range(N_KEYS)]
+        if op == "set":
+            return [("PUT", f"/SET/{key(i)}", VALUE) for i in range(N_KEYS)]
+        return [("GET", f"/INCR/n{i:05d}", None) for i in range(N_KEYS)]
+
+    def stop(self) -> None:
+        super().stop()
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+class Etcd(HttpPeer):
+    name = "etcd"
+    note = (
+        "etcd (Debian etcd-server) single member, its defaults (WAL fsync per commit), through "
+        "its JSON gateway: POST /v3/kv/range, POST /v3/kv/put; increment = put (no increment)."
+    )
+
+    def missing(self) -> str | None:
+        return None if shutil.which("etcd") else "no etcd binary (apt-get install etcd-server)"
+
+    def start(self) -> None:
+        import httpx
+
+        peer_port = free_port()
+        self.spawn(
+            ["etcd", "--name", "bench", "--data-dir", str(self.workdir / "data"),
+             "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+             "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
+             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
+             "--initial-cluster", f"bench=http://127.0.0.1:{peer_port}",
+             "--log-level", "error"],
+        )  # fmt: skip
+        self.headers = {"Content-Type": "application/json"}
+        deadline = time.monotonic() + START_TIMEOUT
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            while client.get("/health").status_code != 200:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("etcd did not become healthy")
+                time.sleep(0.1)
+
+            def put(i: int) -> None:
+                body = {"key": _b64(key(i)), "value": _b64(VALUE)}
+                client.post("/v3/kv/put", json=body).raise_for_status()
+
+            with ThreadPoolExecutor(16) as pool:
+                list(pool.map(put, range(N_KEYS)))
+        found = subprocess.run(["etcd", "--version"], capture_output=True, text=True)
+        self.version = found.stdout.splitlines()[0].split()[-1] if found.stdout else "?"
+
+    def requests(self, op: str) -> list[Request]:
+        if op == "get":
+            return [
+                ("POST", "/v3/kv/range", json.dumps({"key": _b64(key(i))})) for i in range(N_KEYS)
+            ]
+        prefix = "k" if op == "set" else "n"
+        bodies = (
+            json.dumps({"key": _b64(f"{prefix}{i:05d}"), "value": _b64(VALUE)})
+            for i in range(N_KEYS)
+        )
+        return [("POST", "/v3/kv/put", body) for body in bodies]
+
+
+PEERS: dict[str, type[HttpPeer]] = {p.name: p for p in (RunstateHttp, Webdis, Etcd, BareAsgi)}
+
+
+def _distribution_version(name: str) -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def _debian_version(package: str) -> str:
+    try:
+        found = subprocess.run(
+            ["dpkg-query", "-W", "-f", "${Version}", package], capture_output=True, text=True
+        )
+    except OSError:
+        return "?"
+    return found.stdout.strip() or "?"
+
+
+# --- wrk ----------------------------------------------------------------------------------------
+
+
+def _lua_string(text: str) -> str:
+    level = "=" * 4
+    assert f"]{level}]" not in text
+    return f"[{level}[{text}]{level}]"
+
+
+def lua_script(requests: Sequence[Request], headers: dict[str, str]) -> str:
+    """A wrk script that sends one of `requests` at random each time (formatted once at init)."""
+    specs = ",\n".join(
+        f"{{{_lua_string(m)}, {_lua_string(p)}, {'nil' if b is None else _lua_string(b)}}}"
+        for m, p, b in requests
+    )
+    head = ", ".join(f"[ {_lua_string(k)} ] = {_lua_string(v)}" for k, v in headers.items())
+    return (
+        f"local specs = {{\n{specs}\n}}\n"
+        f"local headers = {{{head}}}\n"
+        "local reqs = {}\n"
+        "init = function(args)\n"
+        "  for i, s in ipairs(specs) do reqs[i] = wrk.format(s[1], s[2], headers, s[3]) end\n"
+        "  math.randomseed(os.time())\n"
+        "end\n"
+        "request = function() return reqs[math.random(#reqs)] end\n"
+    )
+
+
+@dataclass
+class Cell:
+    peer: str
+    op: str
+    connections: int
+    ops_per_s: float | None = None
+    p50_us: float | None = None
+    p99_us: float | None = None
+    requests: int = 0
+    errors: int = 0
+    note: str = ""
+
+
+_UNITS = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0, "m": 60_000_000.0}
+
+
+def _micros(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if match is None:
+        raise ValueError(f"not a wrk duration: {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_wrk(output: str, cell: Cell) -> Cell:
+    """Requests/sec, the 50% and 99% latencies, and errors (non-2xx answers, socket errors)."""
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    cell.ops_per_s = float(rate.group(1)) if rate else None
+    for name, attr in (("50", "p50_us"), ("99", "p99_us")):
+        found = re.search(rf"^\s+{name}%\s+(\S+)", output, re.MULTILINE)
+        setattr(cell, attr, _micros(found.group(1)) if found else None)
+    total = re.search(r"(\d+) requests in", output)
+    cell.requests = int(total.group(1)) if total else 0
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    cell.errors = int(bad.group(1)) if bad else 0
+    if socket_errors:
+        cell.errors += sum(int(x) for x in socket_errors.groups())
+    if cell.requests and cell.errors > cell.requests * 0.01:
+        cell.note = f"{cell.errors} errors of {cell.requests} requests: not counted"
+        cell.ops_per_s = cell.p50_us = cell.p99_us = None
+    return cell
+
+
+def run_wrk(
+    wrk: str, url: str, script: Path, connections: int, seconds: float, latency: bool = True
+) -> str:
+    command = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", str(script)]
+    if latency:
+        command.append("--latency")
+    done = subprocess.run([*command, url], capture_output=True, text=True, timeout=seconds + 60)
+    if done.returncode != 0 or done.stderr.strip():  # a script error is only on stderr
+        raise RuntimeError(f"wrk failed: {done.stderr.strip()[:300]}")
+    return done.stdout
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def measure(
+    peers: dict[str, HttpPeer],
+    ops: Sequence[str],
+    connections: Sequence[int],
+    seconds: float,
+    warmup: float,
+    wrk: str,
+    workdir: Path,
+) -> list[Cell]:
+    scripts: dict[tuple[str, str], Path] = {}
+    for name, peer in peers.items():
+        for op in ops:
+            path = workdir / f"{name}-{op}.lua"
+            path.write_text(lua_script(peer.requests(op), peer.headers), encoding="utf-8")
+            scripts[name, op] = path
+    cells = []
+    for op in ops:
+        for conns in connections:
+            for name, peer in peers.items():
+                cell = Cell(name, op, conns)
+                try:
+                    if warmup > 0:
+                        run_wrk(wrk, peer.url, scripts[name, op], conns, warmup, latency=False)
+                    output = run_wrk(wrk, peer.url, scripts[name, op], conns, seconds)
+                    parse_wrk(output, cell)
+                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                    cell.note = str(exc)[:200]
+                cells.append(cell)
+                print(f"  {op:<9} c={conns:<3} {name:<9} {_rate(cell.ops_per_s):>10} ops/s  "
+                      f"p50 {_us(cell.p50_us):>9}  p99 {_us(cell.p99_us):>9}  {cell.note}",
+                      flush=True)  # fmt: skip
+    return cells
+
+
+def _rate(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
+def _us(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.0f} µs" if value < 10_000 else f"{value / 1000:,.1f} ms"
+
+
+def ratio(cells: list[Cell], op: str, conns: int, peer: str) -> float | None:
+    mine = _find(cells, "runstate", op, conns)
+    theirs = _find(cells, peer, op, conns)
+    if mine is None or theirs is None or not mine.ops_per_s or not theirs.ops_per_s:
+        return None
+    return mine.ops_per_s / theirs.ops_per_s
+
+
+def _find(cells: list[Cell], peer: str, op: str, conns: int) -> Cell | None:
+    for cell in cells:
+        if (cell.peer, cell.op, cell.connections) == (peer, op, conns):
+            return cell
+    return None
+
+
+def markdown(
+    cells: list[Cell],
+    peers: dict[str, HttpPeer],
+    skipped: dict[str, str],
+    info: dict[str, Any],
+    settings: dict[str, Any],
+) -> str:
+    names = [p for p in PEER_ORDER if p in peers]
+    others = [p for p in names if p != "runstate"]
+    lines = [
+        "# HTTP benchmark: runstate serve vs webdis, etcd and a bare ASGI app",
+        "",
+        machine_markdown(info),
+        f"- wrk, 1 thread, keep-alive; {settings['seconds']} s per cell after a "
+        f"{settings['warmup']} s warm-up; {N_KEYS} keys of 100-byte values, drawn at random; "
+        f"server workers: {settings['workers']}",
+        "",
+        "Peers:",
+        "",
+    ]
+    for name in names:
+        lines.append(f"- **{name}** ({peers[name].version}): {peers[name].note}")
+    for name, why in skipped.items():
+        lines.append(f"- **{name}**: skipped: {why}")
+    header = ["op", "conns"] + [f"{n} ops/s (p50 / p99)" for n in names]
+    header += [f"runstate/{n}" for n in others]
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    ops = list(dict.fromkeys(c.op for c in cells))
+    conns_list = list(dict.fromkeys(c.connections for c in cells))
+    for op in ops:
+        for conns in conns_list:
+            row = [op, str(conns)]
+            for name in names:
+                cell = _find(cells, name, op, conns)
+                if cell is None or cell.ops_per_s is None:
+                    row.append("—" + (f" ({cell.note})" if cell and cell.note else ""))
+                else:
+                    row.append(f"{_rate(cell.ops_per_s)} ({_us(cell.p50_us)} / {_us(cell.p99_us)})")
+            row += [ratio_text(ratio(cells, op, conns, n)) for n in others]
+            lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Targets (QUALITY.md §1):", ""]
+    for op, conns, peer, want in TARGETS:
+        got = ratio(cells, op, conns, peer)
+        verdict = "—" if got is None else ("met" if got >= want else "missed")
+        lines.append(f"- {op}, c={conns}: runstate/{peer} ≥ {want}x: {ratio_text(got)} ({verdict})")
+    op, conns, limit = P50_TARGET_US
+    cell = _find(cells, "runstate", op, conns)
+    p50 = cell.p50_us if cell else None
+    verdict = "—" if p50 is None else ("met" if p50 <= limit else "missed")
+    lines.append(f"- {op}, c={conns}: p50 ≤ {limit:.0f} µs: {_us(p50)} ({verdict})")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="runstate HTTP benchmark (wrk)")
+    parser.add_argument("--quick", action="store_true", help="1 s per cell, short warm-up")
+    parser.add_argument("--seconds", type=float, help="timed seconds per cell (3, quick 1)")
+    parser.add_argument("--warmup", type=float, help="warm-up seconds per cell (1, quick 1)")
+    parser.add_argument("--connections", default="1,16,64", help="comma-separated")
+    parser.add_argument("--peers", default=",".join(PEER_ORDER), help="comma-separated")
+    parser.add_argument("--ops", default=",".join(OPS), help=f"of {','.join(OPS)}")
+    parser.add_argument("--workers", type=int, default=1, help="server processes per peer")
+    parser.add_argument("--tmpdir", help="where the peers' data goes")
+    parser.add_argument("--out", type=Path, help="results directory (bench/results)")
+    args = parser.parse_args(argv)
+    seconds = args.seconds or (1.0 if args.quick else 3.0)
+    warmup = args.warmup if args.warmup is not None else 1.0
+    connections = [int(c) for c in args.connections.split(",") if c]
+    ops = [op for op in args.ops.split(",") if op]
+    unknown = set(ops) - set(OPS) or set(args.peers.split(",")) - set(PEERS)
+    if unknown:
+        parser.error(f"unknown: {', '.join(sorted(unknown))}")
+
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        print("bench.http: skipped: no wrk binary (make bench-deps, or apt-get install wrk)")
+        return 0
+    info = machine()
+    workdir = Path(tempfile.mkdtemp(prefix="runstate-bench-http-", dir=args.tmpdir))
+    peers: dict[str, HttpPeer] = {}
+    skipped: dict[str, str] = {}
+    try:
+        for name in [p for p in PEER_ORDER if p in args.peers.split(",")]:
+            peer = PEERS[name](workdir, args.workers)
+            why = peer.missing()
+            if why is None:
+                try:
+                    print(f"starting {name} on 127.0.0.1:{peer.port} ...", flush=True)
+                    peer.start()
+                    peers[name] = peer
+                    continue
+                except Exception as exc:  # a peer that fails to start is skipped, not fatal
+                    peer.stop()
+                    why = f"did not start: {exc}"
+            skipped[name] = why
+            print(f"bench.http: skipping {name}: {why}", flush=True)
+        cells = measure(peers, ops, connections, seconds, warmup, wrk, workdir)
+    finally:
+        for peer in peers.values():
+            peer.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    settings = {"seconds": seconds, "warmup": warmup, "workers": args.workers}
+    report = markdown(cells, peers, skipped, info, settings)
+    data = {
+        "machine": info,
+        "settings": settings,
+        "peers": {n: {"version": p.version, "note": p.note} for n, p in peers.items()},
+        "skipped": skipped,
+        "cells": [asdict(c) for c in cells],
+    }
+    paths = write_results("http", timestamp(), data, report, args.out)
+    print()
+    print(report)
+    print("written: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

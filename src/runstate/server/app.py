@@ -1,0 +1,355 @@
+"""The ASGI application: routing by raw path segments, the request pipeline, and the lifespan.
+
+Pipeline of a request (each step answers with the error envelope of SPEC §4 when it fails):
+
+1. route by method and the RAW path (``scope["raw_path"]``): split on ``/``, each segment
+   percent-decoded exactly once and never normalised, so ``%2F``, ``%2E`` and ``..`` in a key
+   arrive as written (unknown path: 404 ``not_found``; unknown method: 405 with ``Allow``);
+2. authenticate the bearer token (401), apply the rate limit (429) and the route's role (403);
+3. check path parameters and the query (400), read and parse the JSON body (413 before reading
+   when Content-Length is over the limit; 400 when it is not JSON);
+4. apply the token's store limit (403) and run the handler.
+
+No exception escapes as a 500: `runstate.Error` is the envelope with its status; a database
+failure is 503 ``unavailable`` with Retry-After; anything else is logged (the exception, never a
+token) and answered as 503 ``unavailable`` too, without a traceback.
+
+Lifespan: startup opens the engine (unless one was given), starts the group-commit writer and the
+purge task; shutdown (SIGTERM through granian, or uvicorn's exit) stops the purge task, drains
+the writer (every queued write commits and is answered) and closes the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, unquote_to_bytes
+
+from ..engine.sqlite import SqliteEngine
+from ..errors import Error, InvalidKey, InvalidRequest, NotFound, RateLimited, Unavailable
+from ..model import decode_json
+from ..tokens import TokenInfo
+from .auth import Authenticator, RateLimiter, require_role, require_store
+from .metrics import Metrics
+from .routes import (
+    ROUTES,
+    Disconnected,
+    Request,
+    Response,
+    Route,
+    StreamResponse,
+    parse_query,
+    path_param_parsers,
+    read_body,
+)
+from .writer import Writer
+
+__all__ = ["App", "State", "create_app", "open_engine"]
+
+log = logging.getLogger("runstate.server")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+RETRY_AFTER_UNAVAILABLE = b"1"
+
+
+def open_engine(config: Any) -> SqliteEngine:
+    """The engine a server runs on, from its `ServerConfig`."""
+    if config.db.startswith(("postgresql://", "postgres://")):
+        raise InvalidRequest("the PostgreSQL backend is not available in this version")
+    return SqliteEngine(
+        config.db,
+        durability=config.durability,
+        quota_bytes=config.quota_bytes,
+        max_value_bytes=config.max_value_bytes,
+        clock=config.clock,
+        event_retention=config.event_retention,
+    )
+
+
+@dataclass
+class State:
+    """What the handlers share: configuration, engine, writer, token cache, metrics."""
+
+    config: Any
+    engine: SqliteEngine
+    writer: Writer
+    auth: Authenticator
+    limiter: RateLimiter | None
+    metrics: Metrics
+    openapi: bytes
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+
+# --- routing ------------------------------------------------------------------------------------
+
+
+_Pattern = tuple[Route, tuple[tuple[int, bytes], ...], tuple[tuple[int, str], ...]]
+
+
+class _MethodNotAllowed(Exception):
+    def __init__(self, allowed: list[str]) -> None:
+        self.allowed = allowed
+
+
+class Router:
+    """Matches a method and raw path against `ROUTES`; path parameters are decoded once."""
+
+    def __init__(self, routes: tuple[Route, ...]) -> None:
+        # By segment count: (route, (index, literal) pairs, (index, parameter name) pairs)
+        self._by_length: dict[int, list[_Pattern]] = {}
+        for route in routes:
+            literals = tuple(
+                (i, s.encode()) for i, s in enumerate(route.segments) if not s.startswith("{")
+            )
+            names = tuple((i, s[1:-1]) for i, s in enumerate(route.segments) if s.startswith("{"))
+            self._by_length.setdefault(len(route.segments), []).append((route, literals, names))
+        self._parsers = path_param_parsers()
+
+    def match(self, method: str, raw_path: bytes) -> tuple[Route, dict[str, str]]:
+        segments = raw_path[1:].split(b"/") if raw_path.startswith(b"/") else [raw_path]
+        allowed: list[str] = []
+        for route, literals, names in self._by_length.get(len(segments), ()):
+            if not all(segments[i] == literal for i, literal in literals):
+                continue
+            if route.method != method:
+                allowed.append(route.method)
+                continue
+            return route, {name: self._decode(name, segments[i]) for i, name in names}
+        if allowed:
+            raise _MethodNotAllowed(allowed)
+        raise NotFound("no such path in this API (see /openapi.json)")
+
+    def _decode(self, name: str, raw: bytes) -> str:
+        try:
+            text = unquote_to_bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            what = InvalidKey if name == "key" else InvalidRequest
+            raise what(f"the {name} in the path is not percent-encoded UTF-8") from None
+        return self._parsers[name](text)
+
+
+# --- responses ------------------------------------------------------------------------------------
+
+
+def error_response(exc: Error, status: int | None = None) -> Response:
+    response = Response(status or exc.status, _envelope(exc))
+    if isinstance(exc, RateLimited):
+        wait = exc.details.get("retry_after", 1)
+        response.headers.append((b"retry-after", str(wait).encode()))
+    elif isinstance(exc, Unavailable):
+        response.headers.append((b"retry-after", RETRY_AFTER_UNAVAILABLE))
+    elif exc.status == 401:
+        response.headers.append((b"www-authenticate", b'Bearer realm="runstate"'))
+    return response
+
+
+def _envelope(exc: Error) -> bytes:
+    import orjson
+
+    try:
+        return orjson.dumps({"error": exc.to_dict()})
+    except TypeError:  # details that are not JSON (should not happen): drop them
+        return orjson.dumps({"error": {"code": exc.code, "message": exc.message, "details": {}}})
+
+
+async def _send(send: Send, response: Response | StreamResponse) -> None:
+    if isinstance(response, StreamResponse):
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": [(b"content-type", response.content_type)],
+            }
+        )
+        try:
+            async for chunk in response.chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except Exception:  # the status is sent: end the stream short, and log why
+            log.exception("a streamed response failed")
+        await send({"type": "http.response.body", "body": b""})
+        return
+    headers = [
+        (b"content-type", response.content_type),
+        (b"content-length", str(len(response.body)).encode()),
+        *response.headers,
+    ]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+def _internal(exc: BaseException) -> Unavailable:
+    if isinstance(exc, sqlite3.Error | OSError):
+        return Unavailable("the database is unavailable", {"reason": type(exc).__name__})
+    log.error("unexpected error handling a request", exc_info=exc)
+    return Unavailable("the server failed to answer; it has been logged", {"reason": "internal"})
+
+
+# --- the application ------------------------------------------------------------------------------
+
+
+class App:
+    """The runstate ASGI application (HTTP and lifespan)."""
+
+    def __init__(self, config: Any, engine: SqliteEngine | None = None) -> None:
+        self.config = config
+        self._given_engine = engine
+        self.state: State | None = None
+        self._router = Router(ROUTES)
+        self._start_lock = asyncio.Lock()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    # --- lifespan ---------------------------------------------------------------------------
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.error("runstate failed to start: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> State:
+        """Open the engine and start the writer (also done by the first request, for a server
+        that does not run the lifespan protocol)."""
+        async with self._start_lock:
+            if self.state is not None:
+                return self.state
+            from .openapi import document_bytes
+
+            engine = self._given_engine
+            if engine is None:
+                engine = await asyncio.to_thread(open_engine, self.config)
+            metrics = Metrics()
+            writer = Writer(engine, on_commit=metrics.commit)
+            writer.start()
+            rate = self.config.rate_limit
+            state = State(
+                config=self.config,
+                engine=engine,
+                writer=writer,
+                auth=Authenticator(engine),
+                limiter=RateLimiter(rate) if rate is not None else None,
+                metrics=metrics,
+                openapi=document_bytes(),
+            )
+            state.tasks.append(asyncio.create_task(self._purge_loop(state)))
+            self.state = state
+            return state
+
+    async def shutdown(self) -> None:
+        state, self.state = self.state, None
+        if state is None:
+            return
+        for task in state.tasks:
+            task.cancel()
+        for task in state.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await asyncio.to_thread(state.writer.close)
+        if self._given_engine is None:
+            state.engine.close()
+
+    async def _purge_loop(self, state: State) -> None:
+        interval = self.config.purge_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(state.engine.purge_expired)
+            except Exception as exc:  # the next round tries again; reads never see expired rows
+                log.warning("purging expired records failed: %s", exc)
+
+    # --- requests -------------------------------------------------------------------------------
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        method: str = scope["method"]
+        label = "unmatched"
+        code: str | None = None
+        try:
+            state = self.state or await self.startup()
+            route, params = self._route(method, scope)
+            label = route.path
+            response = await self._handle(state, route, params, scope, receive)
+        except _MethodNotAllowed as exc:
+            code = InvalidRequest.code
+            response = error_response(
+                InvalidRequest(f"{method} is not allowed here", {"allowed": exc.allowed}), 405
+            )
+            response.headers.append((b"allow", ", ".join(exc.allowed).encode()))
+        except Error as exc:
+            code = exc.code
+            response = error_response(exc)
+        except Disconnected:
+            return
+        except Exception as exc:
+            error = _internal(exc)
+            code = error.code
+            response = error_response(error)
+        if self.state is not None:
+            if code is not None:
+                self.state.metrics.error(code)
+            self.state.metrics.observe(
+                label, method, response.status, time.perf_counter() - started
+            )
+        await _send(send, response)
+
+    def _route(self, method: str, scope: Scope) -> tuple[Route, dict[str, str]]:
+        raw = scope.get("raw_path")
+        if raw is None:  # a server without raw_path: re-encode the decoded path
+            raw = quote(scope["path"], safe="/").encode()
+        return self._router.match(method, raw)
+
+    async def _handle(
+        self,
+        state: State,
+        route: Route,
+        params: dict[str, str],
+        scope: Scope,
+        receive: Receive,
+    ) -> Response | StreamResponse:
+        headers = dict(scope["headers"])
+        token: TokenInfo | None = None
+        if route.role is not None:
+            token = state.auth.authenticate(headers.get(b"authorization"))
+            if state.limiter is not None:
+                state.limiter.check(token.id)
+            require_role(token, route.role)
+        query = parse_query(scope.get("query_string", b""), route.query)
+        req = Request(state, route, params, query, token, receive, headers)
+        if route.body is not None and route.body != "ndjson":
+            raw = await read_body(receive, headers, state.config.max_body_bytes)
+            if not raw.strip():
+                raise InvalidRequest("this request needs a JSON body")
+            req.body = decode_json(raw)
+        if token is not None and "store" in params:
+            require_store(token, params["store"])
+        return await route.handler(req)
+
+
+def create_app(config: Any, engine: SqliteEngine | None = None) -> App:
+    """The ASGI app for `config` (a `ServerConfig`). With `engine`, the app runs on it and
+    leaves it open at shutdown (the caller owns it); without, it opens and closes its own."""
+    return App(config, engine)
