@@ -12,8 +12,9 @@ import base64
 import json
 import math
 import re
+import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -309,23 +310,29 @@ def json_key(value: Any) -> Any:
 # --- time ---------------------------------------------------------------------------------------
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TIME_FORMAT = "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ"
+
+
 def to_datetime(micros: int | None) -> datetime | None:
+    """Integer microseconds since the epoch as an aware UTC datetime (exact, no float)."""
     if micros is None:
         return None
-    return datetime.fromtimestamp(micros / 1_000_000, UTC).replace(microsecond=micros % 1_000_000)
+    return _EPOCH + timedelta(microseconds=micros)
 
 
 def format_time(micros: int) -> str:
     """RFC 3339 UTC with microseconds and ``Z``: ``2026-11-24T08:06:46.123456Z``."""
-    dt = to_datetime(micros)
-    assert dt is not None
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    seconds, fraction = divmod(micros, 1_000_000)
+    t = time.gmtime(seconds)
+    return _TIME_FORMAT % (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, fraction)
 
 
 def format_datetime(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    v = value.astimezone(UTC) if value.tzinfo is not UTC else value
+    return _TIME_FORMAT % (v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond)
 
 
 def parse_time(text: str) -> datetime:
@@ -340,7 +347,7 @@ def parse_time(text: str) -> datetime:
 
 
 def datetime_micros(value: datetime) -> int:
-    delta = value - datetime(1970, 1, 1, tzinfo=UTC)
+    delta = value - _EPOCH
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 

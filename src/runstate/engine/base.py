@@ -21,8 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+import orjson
+
 from ..errors import InvalidRequest
-from ..model import Record, StoreInfo, Usage, decode_value, to_datetime
+from ..model import Record, StoreInfo, Usage, decode_value, format_time, to_datetime
 
 if TYPE_CHECKING:
     from ..ops import Check, Op
@@ -42,6 +44,24 @@ class Row:
     created_at: int
     updated_at: int
     expires_at: int | None
+
+    def to_json_bytes(self) -> bytes:
+        """The HTTP record object, with the stored JSON value spliced in as it is (no decode
+        and re-encode: the value reads back exactly as it was encoded)."""
+        expires = (
+            b"null" if self.expires_at is None else b'"%s"' % format_time(self.expires_at).encode()
+        )
+        return (
+            b'{"key":%s,"value":%s,"version":%d,"created_at":"%s","updated_at":"%s","expires_at":%s}'
+            % (
+                orjson.dumps(self.key),
+                self.value,
+                self.version,
+                format_time(self.created_at).encode(),
+                format_time(self.updated_at).encode(),
+                expires,
+            )
+        )
 
     def record(self) -> Record:
         created = to_datetime(self.created_at)

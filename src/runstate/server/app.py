@@ -92,49 +92,72 @@ class State:
 # --- routing ------------------------------------------------------------------------------------
 
 
-_Pattern = tuple[Route, tuple[tuple[int, bytes], ...], tuple[tuple[int, str], ...]]
-
-
 class _MethodNotAllowed(Exception):
     def __init__(self, allowed: list[str]) -> None:
         self.allowed = allowed
 
 
+class _Node:
+    """A trie node: literal children by raw segment, one parameter child, routes by method."""
+
+    __slots__ = ("literals", "param", "routes")
+
+    def __init__(self) -> None:
+        self.literals: dict[bytes, _Node] = {}
+        self.param: _Node | None = None
+        self.routes: dict[str, tuple[Route, tuple[tuple[int, str], ...]]] = {}
+
+
 class Router:
-    """Matches a method and raw path against `ROUTES`; path parameters are decoded once."""
+    """Matches a method and raw path against `ROUTES` by walking a trie of path segments
+    (literals before parameters); path parameters are percent-decoded once."""
 
     def __init__(self, routes: tuple[Route, ...]) -> None:
-        # By segment count: (route, (index, literal) pairs, (index, parameter name) pairs)
-        self._by_length: dict[int, list[_Pattern]] = {}
+        self._root = _Node()
         for route in routes:
-            literals = tuple(
-                (i, s.encode()) for i, s in enumerate(route.segments) if not s.startswith("{")
-            )
-            names = tuple((i, s[1:-1]) for i, s in enumerate(route.segments) if s.startswith("{"))
-            self._by_length.setdefault(len(route.segments), []).append((route, literals, names))
+            node = self._root
+            names = []
+            for index, segment in enumerate(route.segments):
+                if segment.startswith("{"):
+                    node.param = node.param or _Node()
+                    node = node.param
+                    names.append((index, segment[1:-1]))
+                else:
+                    node = node.literals.setdefault(segment.encode(), _Node())
+            node.routes[route.method] = (route, tuple(names))
         self._parsers = path_param_parsers()
 
     def match(self, method: str, raw_path: bytes) -> tuple[Route, dict[str, str]]:
         segments = raw_path[1:].split(b"/") if raw_path.startswith(b"/") else [raw_path]
-        allowed: list[str] = []
-        for route, literals, names in self._by_length.get(len(segments), ()):
-            if not all(segments[i] == literal for i, literal in literals):
-                continue
-            if route.method != method:
-                allowed.append(route.method)
-                continue
-            return route, {name: self._decode(name, segments[i]) for i, name in names}
-        if allowed:
-            raise _MethodNotAllowed(allowed)
-        raise NotFound("no such path in this API (see /openapi.json)")
+        node = _walk(self._root, segments, 0)
+        if node is None:
+            raise NotFound("no such path in this API (see /openapi.json)")
+        found = node.routes.get(method)
+        if found is None:
+            raise _MethodNotAllowed(sorted(node.routes))
+        route, names = found
+        return route, {name: self._decode(name, segments[i]) for i, name in names}
 
     def _decode(self, name: str, raw: bytes) -> str:
         try:
-            text = unquote_to_bytes(raw).decode("utf-8")
+            text = (unquote_to_bytes(raw) if b"%" in raw else raw).decode("utf-8")
         except UnicodeDecodeError:
             what = InvalidKey if name == "key" else InvalidRequest
             raise what(f"the {name} in the path is not percent-encoded UTF-8") from None
         return self._parsers[name](text)
+
+
+def _walk(node: _Node, segments: list[bytes], index: int) -> _Node | None:
+    if index == len(segments):
+        return node if node.routes else None
+    child = node.literals.get(segments[index])
+    if child is not None:
+        found = _walk(child, segments, index + 1)
+        if found is not None:
+            return found
+    if node.param is not None:
+        return _walk(node.param, segments, index + 1)
+    return None
 
 
 # --- responses ------------------------------------------------------------------------------------

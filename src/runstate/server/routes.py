@@ -319,7 +319,7 @@ async def get_record(req: Request) -> Response:
     row = req.state.engine.get_row(req.workspace, req.store, key)
     if row is None:
         raise _no_record(req, key)
-    return json_response(row.record().to_json())
+    return Response(200, row.to_json_bytes())
 
 
 async def put_record(req: Request) -> Response:
