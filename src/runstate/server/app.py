@@ -134,7 +134,7 @@ class Router:
             raise NotFound("no such path in this API (see /openapi.json)")
         found = node.routes.get(method)
         if found is None:
-            raise _MethodNotAllowed(sorted(node.routes))
+            raise _MethodNotAllowed(list(node.routes))  # in ROUTES order
         route, names = found
         return route, {name: self._decode(name, segments[i]) for i, name in names}
 
