@@ -340,6 +340,74 @@ def test_a_url_without_http_scheme_is_refused():
         runstate.connect("127.0.0.1:8765")
 
 
+# --- tokens, import and export: what the command line calls ------------------------------------
+
+TOKEN = {
+    "id": "tok_0123456789abcdef",
+    "role": "read",
+    "stores": ["a"],
+    "workspace": "acme",
+    "created_at": "2026-01-01T00:00:00.000000Z",
+}
+
+
+def test_token_routes_send_only_what_is_given_and_read_token_info(remote, server):
+    core = remote.core
+    server.answer(201, {"token": "rs_new", **TOKEN}).answer(200, {"tokens": [TOKEN]})
+    server.answer(200, {"revoked": True}).answer(404, envelope("not_found"))
+    token, info = core.issue_token(role="read", stores=["a"])
+    assert (token, info.to_json()) == ("rs_new", TOKEN)
+    assert [i.to_json() for i in core.list_tokens("acme")] == [TOKEN]
+    assert core.revoke_token("tok_a.b") is True
+    assert core.revoke_token("tok_gone") is False
+    assert server.sent() == [
+        ("POST", "/v1/tokens", {"role": "read", "stores": ["a"]}),
+        ("GET", "/v1/tokens?workspace=acme", None),
+        ("DELETE", "/v1/tokens/tok_a%2Eb", None),
+        ("DELETE", "/v1/tokens/tok_gone", None),
+    ]
+
+
+def test_an_import_streams_ndjson_and_waits_for_its_answer_without_a_read_timeout(remote, server):
+    lines = [b'{"key": "a", "value": 1}\n', b'{"key": "b", "value": 2}\n']
+    server.answer(200, {"imported": 2})
+    assert remote.core.import_records("s", iter(lines)) == 2
+    request = server.last
+    assert (request.method, request.url.path) == ("POST", "/v1/stores/s/import")
+    assert request.headers["content-type"] == "application/x-ndjson"
+    assert request.content == b"".join(lines)
+    assert request.extensions["timeout"]["read"] is None
+
+
+def test_an_import_error_is_raised_with_its_line(remote, server):
+    server.answer(400, envelope("invalid_request", "line 2: bad", line=2, reason="invalid_key"))
+    with pytest.raises(runstate.InvalidRequest) as caught:
+        remote.core.import_records("s", b"{}\n")
+    assert caught.value.details == {"line": 2, "reason": "invalid_key"}
+
+
+def test_an_export_yields_the_streamed_body(remote, server):
+    body = b'{"key": "a", "value": 1, "expires_at": null}\n'
+    server.answer(200, body)
+    assert b"".join(remote.core.export_records("s.1")) == body
+    assert server.last.url.raw_path == b"/v1/stores/s%2E1/export"
+
+
+def test_an_export_error_raises_its_class_before_any_bytes(remote, server):
+    server.answer(403, envelope("forbidden"))
+    with pytest.raises(runstate.Forbidden):
+        next(remote.core.export_records("s"))
+
+
+def test_an_export_over_a_failing_network_is_unavailable():
+    def fail(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow")
+
+    core = HttpCore("http://runstate.test", timeout=5, transport=httpx.MockTransport(fail))
+    with runstate.Database(core), pytest.raises(runstate.Unavailable):
+        list(core.export_records("s"))
+
+
 # --- 404s that are results ----------------------------------------------------------------------
 
 

@@ -22,15 +22,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, NoReturn, Protocol, TextIO
-from urllib.parse import quote
+from typing import IO, TYPE_CHECKING, Any, NoReturn, Protocol, TextIO
 
 import orjson
 
 import runstate
 
 from .engine.base import EngineBase
-from .errors import Error, InvalidRequest, NotFound, Unavailable, error_class
+from .errors import Error, InvalidRequest, NotFound, Unavailable
 from .model import (
     MAX_PAGE,
     StoreInfo,
@@ -42,6 +41,9 @@ from .model import (
 )
 from .store import Database, Store
 from .transfer import export_line, importer, numbered_lines, parse_line
+
+if TYPE_CHECKING:
+    from .client import HttpCore
 
 __all__ = ["DEFAULT_DB", "build_parser", "main"]
 
@@ -191,6 +193,19 @@ def open_database(args: argparse.Namespace) -> Database:
     return runstate.open(where, durability="durable", purge_interval=None)
 
 
+@contextlib.contextmanager
+def open_server(args: argparse.Namespace) -> Iterator[HttpCore]:
+    """The client of ``--url`` itself, for what the `Database` API leaves out: tokens and a
+    store's export and import as streams."""
+    from .client import HttpCore
+
+    with open_database(args) as db:
+        core = db.core
+        if not isinstance(core, HttpCore):  # pragma: no cover - --url always connects
+            raise Unavailable("this command needs --url for a runstate server")
+        yield core
+
+
 # --- values -------------------------------------------------------------------------------------
 
 
@@ -226,98 +241,50 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> None:
 _SERVE_FLAGS = ("db", "host", "port", "workers", "durability", "quota_bytes")
 
 
-class Server:
-    """The HTTP routes the library client has no method for (tokens, import), called directly;
-    an error answer raises the error class of its code, as the client does."""
-
-    def __init__(self, url: str, token: str | None) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise InvalidRequest("the server URL must start with http:// or https://")
-        self.url = url.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
-
-    def request(self, method: str, path: str, content: Any = None, **headers: str) -> Any:
-        import httpx
-
-        try:
-            response = httpx.request(
-                method,
-                self.url + path,
-                content=content,
-                headers=self.headers | headers,
-                timeout=httpx.Timeout(30, read=None),
-            )
-        except httpx.HTTPError as exc:
-            raise Unavailable(f"cannot reach the runstate server at {self.url}: {exc}") from None
-        try:
-            data = orjson.loads(response.content) if response.content else None
-        except orjson.JSONDecodeError:
-            data = None
-        if response.is_success:
-            return data
-        found = data.get("error") if isinstance(data, dict) else None
-        if not isinstance(found, dict):
-            cls = Unavailable if response.status_code >= 500 else Error
-            raise cls(f"the server at {self.url} answered HTTP {response.status_code}")
-        cls = error_class(str(found.get("code")))
-        raise cls(str(found.get("message")), dict(found.get("details") or {}))
-
-    def json(self, method: str, path: str, body: Any = None) -> Any:
-        content = None if body is None else orjson.dumps(body)
-        return self.request(method, path, content, **{"Content-Type": "application/json"})
-
-
-def segment(text: str) -> str:
-    """A path segment as SPEC §3.2 has clients encode it (``/`` as %2F, ``.`` as %2E)."""
-    return quote(text, safe="").replace(".", "%2E")
-
-
 class Tokens:
     """Token administration: on the database directly (``--db``, also while a server runs on
     it: the server sees the change within a second) or through the HTTP API (``--url``, with an
     admin token)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
         self.kind, self.where = _target(args)
-        self.token = _token(args)
 
     def create(
         self, role: str, stores: list[str] | None, workspace: str | None
     ) -> dict[str, Any]:
         """A new token; `workspace` None: the default one (on a server: the caller's)."""
-        if self.kind == "url":
-            body: dict[str, Any] = {"role": role}
-            if stores is not None:
-                body["stores"] = stores
-            if workspace is not None:
-                body["workspace"] = workspace
-            created: dict[str, Any] = self._server().json("POST", "/v1/tokens", body)
-            return created
         from .tokens import DEFAULT_WORKSPACE, issue_token
 
-        with self._engine() as engine:
-            token, info = issue_token(
-                engine, role=role, stores=stores, workspace=workspace or DEFAULT_WORKSPACE
-            )
-            return {"token": token, **info.to_json()}
+        if self.kind == "url":
+            with open_server(self.args) as server:
+                token, info = server.issue_token(role=role, stores=stores, workspace=workspace)
+        else:
+            with self._engine() as engine:
+                token, info = issue_token(
+                    engine, role=role, stores=stores, workspace=workspace or DEFAULT_WORKSPACE
+                )
+        return {"token": token, **info.to_json()}
 
     def list(self) -> list[dict[str, Any]]:
+        """The tokens of every workspace (on a server: the caller's workspace)."""
         if self.kind == "url":
-            found: list[dict[str, Any]] = self._server().json("GET", "/v1/tokens")["tokens"]
-            return found
-        with self._engine() as engine:
-            return [info.to_json() for info in engine.list_tokens(None)]
+            with open_server(self.args) as server:
+                infos = server.list_tokens()
+        else:
+            with self._engine() as engine:
+                infos = engine.list_tokens(None)
+        return [info.to_json() for info in infos]
 
     def revoke(self, token_id: str) -> None:
         if self.kind == "url":
-            self._server().json("DELETE", f"/v1/tokens/{segment(token_id)}")
-            return
-        with self._engine() as engine:
-            if not engine.revoke_token(token_id):
-                raise NotFound(f"no token with id {token_id!r}", {"id": token_id})
-
-    def _server(self) -> Server:
-        return Server(self.where, self.token)
+            with open_server(self.args) as server:
+                revoked = server.revoke_token(token_id)
+        else:
+            with self._engine() as engine:
+                revoked = engine.revoke_token(token_id)
+        if not revoked:
+            raise NotFound(f"no token with id {token_id[:100]!r}", {"id": token_id[:100]})
 
     @contextlib.contextmanager
     def _engine(self) -> Iterator[Any]:
@@ -543,10 +510,10 @@ def cmd_usage(args: argparse.Namespace, out: Output) -> None:
 
 def cmd_export(args: argparse.Namespace, out: Output) -> None:
     progress = out.progress(f"export {args.store}")
-    with open_database(args) as db, _sink(args.output, out) as sink:
-        for record in _store(db, args.store).records(limit=MAX_PAGE):
-            sink.write(export_line(record))
-            progress.step()
+    with _exported(args) as chunks, _sink(args.output, out) as sink:
+        for chunk in chunks:
+            sink.write(chunk)
+            progress.step(chunk.count(b"\n"))
     progress.done(f"{progress.count:,} records")
     if args.output is None:
         return
@@ -554,6 +521,17 @@ def cmd_export(args: argparse.Namespace, out: Output) -> None:
         out.json({"exported": progress.count})
     else:
         out.line(f"exported {progress.count} records to {args.output}")
+
+
+@contextlib.contextmanager
+def _exported(args: argparse.Namespace) -> Iterator[Iterable[bytes]]:
+    """The store's NDJSON: as the server streams it (``--url``), else a line a record read."""
+    if _target(args)[0] == "url":
+        with open_server(args) as server:
+            yield server.export_records(args.store)
+        return
+    with open_database(args) as db:
+        yield map(export_line, _store(db, args.store).records(limit=MAX_PAGE))
 
 
 @contextlib.contextmanager
@@ -594,11 +572,11 @@ class _TextSink:
 
 def cmd_import(args: argparse.Namespace, out: Output) -> None:
     progress = out.progress(f"import {args.store}")
-    kind, where = _target(args)
+    kind = _target(args)[0]
     try:
         with _source(args.file) as lines:
             if kind == "url":
-                imported = _import_remote(Server(where, _token(args)), args.store, lines, progress)
+                imported = _import_remote(args, lines, progress)
             else:
                 imported = _import_embedded(args, lines, progress)
     except OSError as exc:
@@ -625,9 +603,7 @@ def _import_embedded(args: argparse.Namespace, lines: Iterable[bytes], progress:
         return int(core.write(db.workspace, name, importer(entries)))
 
 
-def _import_remote(
-    server: Server, store: str, lines: Iterable[bytes], progress: Progress
-) -> int:
+def _import_remote(args: argparse.Namespace, lines: Iterable[bytes], progress: Progress) -> int:
     """The file streamed to the server's import route, which applies it all or nothing."""
 
     def body() -> Iterator[bytes]:
@@ -635,9 +611,8 @@ def _import_remote(
             progress.step()
             yield line
 
-    path = f"/v1/stores/{segment(check_store_name(store))}/import"
-    answer = server.request("POST", path, body(), **{"Content-Type": "application/x-ndjson"})
-    return int(answer["imported"])
+    with open_server(args) as server:
+        return int(server.import_records(args.store, body()))
 
 
 @contextlib.contextmanager

@@ -17,11 +17,15 @@ Routes: get, get_record, set and delete of one record use the record routes (a 4
 default, None, or False); keys and records use the listing routes; every other operation is a
 one-op ``POST .../batch``, whose ``details.op = 0`` is removed from its errors because the user
 did not batch it. The workspace is the token's: the `workspace` arguments of `Core` are not sent.
+
+Past `Core`, for the command line: tokens (``/v1/tokens``), a store's NDJSON import (an upload
+with no limit on the wait for the answer, which comes once all of it is written) and, on the
+sync client, its export as the server streams it (`transfer` defines the line format).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -32,6 +36,7 @@ import orjson
 from .errors import Error, InvalidRequest, InvalidValue, Unavailable, error_class
 from .model import Record, StoreInfo, Usage, check_store_name, check_ttl, check_workflow
 from .ops import Check, Delete, Get, GetRecord, Keys, Op, Set
+from .tokens import TokenInfo
 
 __all__ = ["AsyncHttpCore", "HttpCore"]
 
@@ -78,27 +83,44 @@ def _store_list(data: Any) -> list[StoreInfo]:
     return [StoreInfo.from_json(info) for info in data["stores"]]
 
 
+def _token_list(data: Any) -> list[TokenInfo]:
+    return [TokenInfo.from_json(info) for info in data["tokens"]]
+
+
+def _issued(data: Any) -> tuple[str, TokenInfo]:
+    return str(data["token"]), TokenInfo.from_json(data)
+
+
+def _imported(data: Any) -> int:
+    return int(data["imported"])
+
+
+_NDJSON = {"Content-Type": "application/x-ndjson"}
+
+
 @dataclass(frozen=True, slots=True)
 class _Call:
     """One request and how to read its answer.
 
     `read` turns the JSON of a 2xx answer into the result. `otherwise` is ``(code, result)``:
     an error answer with that code is not raised but gives `result` (a `_Call` result is sent
-    next: a step of a longer exchange). `single_op` marks a lone op sent as a batch."""
+    next: a step of a longer exchange). `single_op` marks a lone op sent as a batch. `upload`:
+    the body is NDJSON (bytes or an iterable of them) and the answer has no read timeout."""
 
     method: str
     path: str
-    body: bytes | None = None
+    body: bytes | Iterable[bytes] | AsyncIterable[bytes] | None = None
     read: Callable[[Any], Any] = _nothing
     otherwise: tuple[str, Any] | None = None
     single_op: bool = False
+    upload: bool = False
 
 
 class _HttpBase(Generic[_R]):
     """Everything but the I/O. `_R` is what `_send` returns: the result for the sync client,
     an awaitable of it for the async one."""
 
-    def __init__(self, url: str, token: str | None = None) -> None:
+    def __init__(self, url: str, token: str | None, timeout: float) -> None:
         if not url.startswith(("http://", "https://")):
             raise InvalidRequest(
                 "the server URL must start with http:// or https://", {"url": url[:200]}
@@ -107,9 +129,18 @@ class _HttpBase(Generic[_R]):
         self._headers = {"Accept": "application/json", "Content-Type": "application/json"}
         if token is not None:
             self._headers["Authorization"] = f"Bearer {token}"
+        self._timeout = timeout
 
     def _send(self, call: _Call) -> _R:
         raise NotImplementedError
+
+    def _options(self, call: _Call) -> dict[str, Any]:
+        """The keyword arguments of httpx's ``request`` for `call`, after method and path."""
+        if not call.upload:
+            return {"content": call.body}
+        # An import is answered once every line is checked and written: no limit on that wait.
+        timeout = httpx.Timeout(self._timeout, read=None)
+        return {"content": call.body, "headers": _NDJSON, "timeout": timeout}
 
     def __repr__(self) -> str:
         return f"<runstate.{type(self).__name__} {self.url}>"
@@ -270,6 +301,36 @@ class _HttpBase(Generic[_R]):
     def usage(self, workspace: str) -> _R:
         return self._send(_Call("GET", "/v1/usage", read=Usage.from_json))
 
+    # --- import and tokens: past `Core` ------------------------------------------------------
+
+    def import_records(
+        self, store: str, lines: bytes | Iterable[bytes] | AsyncIterable[bytes]
+    ) -> _R:
+        """Upload NDJSON lines (`transfer`; for the async client, bytes or an async iterable).
+        The server checks every line, then writes them all in one transaction or nothing; an
+        error names its line in ``details.line``. The result: how many records were written."""
+        path = f"{self._store_path(store)}/import"
+        return self._send(_Call("POST", path, lines, read=_imported, upload=True))
+
+    def issue_token(
+        self, *, role: str = "read", stores: list[str] | None = None, workspace: str | None = None
+    ) -> _R:
+        """A new token and what it grants: ``(token, TokenInfo)``; the token is shown only now.
+        Needs an admin token; `workspace` (None: the caller's) another one, the operator's."""
+        asked = {"role": role, "stores": stores, "workspace": workspace}
+        body = _body({name: value for name, value in asked.items() if value is not None})
+        return self._send(_Call("POST", "/v1/tokens", body, read=_issued))
+
+    def list_tokens(self, workspace: str | None = None) -> _R:
+        """The live tokens (`TokenInfo`) of `workspace` (None: the caller's)."""
+        path = "/v1/tokens" + _query({"workspace": workspace})
+        return self._send(_Call("GET", path, read=_token_list))
+
+    def revoke_token(self, token_id: str) -> _R:
+        """Revoke a token: True, or False if there is no such token."""
+        path = f"/v1/tokens/{_segment(token_id)}"
+        return self._send(_Call("DELETE", path, read=_true, otherwise=("not_found", False)))
+
 
 class HttpCore(_HttpBase[Any]):
     """`Core` over HTTP with one `httpx.Client`: connections are kept alive and reused, and
@@ -284,18 +345,30 @@ class HttpCore(_HttpBase[Any]):
         timeout: float,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        super().__init__(url, token)
+        super().__init__(url, token, timeout)
         self._client = httpx.Client(
             base_url=self.url, headers=self._headers, timeout=timeout, transport=transport
         )
 
     def _send(self, call: _Call) -> Any:
         try:
-            response = self._client.request(call.method, call.path, content=call.body)
+            response = self._client.request(call.method, call.path, **self._options(call))
         except httpx.RequestError as exc:
             raise self._unreachable(exc) from None
         result = self._answer(call, response.status_code, response.content)
         return self._send(result) if isinstance(result, _Call) else result
+
+    def export_records(self, store: str) -> Iterator[bytes]:
+        """`store`'s records as NDJSON (`transfer`), in chunks of bytes as the server streams
+        them. A store that does not exist exports nothing."""
+        call = _Call("GET", f"{self._store_path(store)}/export")
+        try:
+            with self._client.stream(call.method, call.path) as response:
+                if not response.is_success:
+                    self._answer(call, response.status_code, response.read())  # raises
+                yield from response.iter_bytes()
+        except httpx.RequestError as exc:
+            raise self._unreachable(exc) from None
 
     def close(self) -> None:
         self._client.close()
@@ -312,14 +385,14 @@ class AsyncHttpCore(_HttpBase[Awaitable[Any]]):
         timeout: float,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        super().__init__(url, token)
+        super().__init__(url, token, timeout)
         self._client = httpx.AsyncClient(
             base_url=self.url, headers=self._headers, timeout=timeout, transport=transport
         )
 
     async def _send(self, call: _Call) -> Any:
         try:
-            response = await self._client.request(call.method, call.path, content=call.body)
+            response = await self._client.request(call.method, call.path, **self._options(call))
         except httpx.RequestError as exc:
             raise self._unreachable(exc) from None
         result = self._answer(call, response.status_code, response.content)

@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from .errors import InvalidRequest
-from .model import check_store_name, format_datetime
+from .model import check_store_name, format_datetime, parse_time
 
 __all__ = [
     "DEFAULT_WORKSPACE",
@@ -122,6 +122,17 @@ class TokenInfo:
             "workspace": self.workspace,
             "created_at": format_datetime(self.created_at),
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TokenInfo:
+        stores = data["stores"]
+        return cls(
+            id=data["id"],
+            role=data["role"],
+            stores=None if stores is None else list(stores),
+            workspace=data["workspace"],
+            created_at=parse_time(data["created_at"]),
+        )
 
 
 class TokenStore(Protocol):

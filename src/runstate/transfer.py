@@ -59,7 +59,7 @@ def parse_line(number: int, text: bytes, max_value_bytes: int | None = None) -> 
             raise InvalidRequest('a line must be an object {"key", "value", "expires_at"}')
         unknown = sorted(set(data) - _FIELDS)
         if unknown:
-            raise InvalidRequest(f"unknown field {unknown[0]!r}")
+            raise InvalidRequest(f"unknown field {unknown[0][:100]!r}")
         if "key" not in data or "value" not in data:
             raise InvalidRequest('a line needs "key" and "value"')
         op = ops.Set(data["key"], data["value"])

@@ -20,7 +20,7 @@ from urllib.parse import unquote_to_bytes
 import orjson
 
 from .. import ops
-from ..engine.base import Txn
+from ..engine.base import Row
 from ..errors import Error, Forbidden, InvalidRequest, NotFound, ValueTooLarge
 from ..model import (
     check_key,
@@ -29,12 +29,11 @@ from ..model import (
     check_ttl,
     check_version,
     check_workflow,
-    datetime_micros,
-    decode_json,
-    parse_time,
 )
 from ..tokens import DEFAULT_WORKSPACE, TokenInfo, check_workspace_name, issue_token
+from ..transfer import export_line, importer, parse_line
 from .auth import require_role, require_store
+from .writer import Work
 
 if TYPE_CHECKING:
     from .app import State
@@ -188,12 +187,7 @@ async def body_chunks(
 ) -> AsyncIterator[bytes]:
     """The request body as it arrives. A Content-Length over `limit` is refused before any of
     the body is read, and a body without one (chunked) as soon as it passes `limit`."""
-    declared = headers.get(b"content-length")
-    if declared is not None:
-        if not declared.isdigit() or len(declared) > 18:
-            raise InvalidRequest("Content-Length must be a number of bytes")
-        if int(declared) > limit:
-            raise _too_large(limit)
+    _check_length(headers, limit)
     total = 0
     while True:
         message = await receive()
@@ -209,10 +203,42 @@ async def body_chunks(
             return
 
 
+def _check_length(headers: Mapping[bytes, bytes], limit: int) -> None:
+    declared = headers.get(b"content-length")
+    if declared is not None:
+        if not declared.isdigit() or len(declared) > 18:
+            raise InvalidRequest("Content-Length must be a number of bytes")
+        if int(declared) > limit:
+            raise _too_large(limit)
+
+
 async def read_body(
     receive: Callable[[], Awaitable[dict[str, Any]]], headers: Mapping[bytes, bytes], limit: int
 ) -> bytes:
-    return b"".join([chunk async for chunk in body_chunks(receive, headers, limit)])
+    """The whole body, with the checks of `body_chunks`. A body that arrives in one message
+    (nearly every one) is read without an async generator."""
+    _check_length(headers, limit)
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise Disconnected
+    body: bytes = message.get("body", b"")
+    if len(body) > limit:
+        raise _too_large(limit)
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
+    total = len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Disconnected
+        chunk = message.get("body", b"")
+        total += len(chunk)
+        if total > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def fields(body: Any, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -292,8 +318,9 @@ def _read(req: Request, op: ops.Op) -> Any:
     return req.state.engine.execute(req.workspace, req.store, op)
 
 
-async def _write(req: Request, fn: Callable[[Txn], Any]) -> Any:
-    return await req.state.writer.submit(req.workspace, req.store, fn)
+async def _write(req: Request, work: Work) -> Any:
+    """Run `work` (a function of a `Txn`, an op or a batch) in the group-commit writer."""
+    return await req.state.writer.submit(req.workspace, req.store, work)
 
 
 async def list_records(req: Request) -> Response:
@@ -307,7 +334,7 @@ async def list_keys(req: Request) -> Response:
 
 
 async def clear_records(req: Request) -> Response:
-    return json_response({"deleted": await _write(req, ops.Clear().run)})
+    return json_response({"deleted": await _write(req, ops.Clear())})
 
 
 def _no_record(req: Request, key: str) -> NotFound:
@@ -322,18 +349,33 @@ async def get_record(req: Request) -> Response:
     return Response(200, row.to_json_bytes())
 
 
+class _PutRecord(ops.Set):
+    """PUT's set: it answers the stored row, whose JSON splices in the encoded value (the same
+    bytes a decode and re-encode of the `Record` would give)."""
+
+    @staticmethod
+    def answer_row(row: Row) -> Row:
+        return row
+
+
+_PUT_FIELDS = ("value", "ttl", "if_version")
+_DELETED = b'{"deleted":true}'
+
+
 async def put_record(req: Request) -> Response:
-    body = fields(req.body, ("value", "ttl", "if_version"), ("value",))
-    op = ops.Set(req.params["key"], body["value"], body.get("ttl"), body.get("if_version"))
-    record = await _write(req, op.run)
-    return json_response(record.to_json())
+    body = req.body
+    if type(body) is not dict or len(body) != 1 or "value" not in body:
+        body = fields(body, _PUT_FIELDS, ("value",))
+    op = _PutRecord(req.params["key"], body["value"], body.get("ttl"), body.get("if_version"))
+    row: Row = await _write(req, op)
+    return Response(200, row.to_json_bytes())
 
 
 async def delete_record(req: Request) -> Response:
     op = ops.Delete(req.params["key"], req.query.get("if_version"))
-    if not await _write(req, op.run):
+    if not await _write(req, op):
         raise _no_record(req, op.key)
-    return json_response({"deleted": True})
+    return Response(200, _DELETED)
 
 
 def _parse_all(items: Any, what: str, limit: int, parse: Callable[[Any], Any]) -> list[Any]:
@@ -358,7 +400,7 @@ async def batch(req: Request) -> Response:
     batch_ops: list[ops.Op] = _parse_all(body.get("ops", []), "ops", ops.MAX_BATCH, ops.parse_op)
     if any(op.writes for op in batch_ops):
         req.require("write")
-        results = await _write(req, lambda tx: ops.run_batch(tx, checks, batch_ops))
+        results = await _write(req, ops.BatchWork(checks, batch_ops))
     else:
         engine = req.state.engine
         results = engine.batch(req.workspace, req.store, checks, batch_ops)
@@ -370,55 +412,19 @@ async def batch(req: Request) -> Response:
 # --- export and import ------------------------------------------------------------------------
 
 
-def _export_lines(page: Any) -> bytes:
-    return b"".join(
-        orjson.dumps({"key": r.key, "value": r.value, "expires_at": j["expires_at"]}) + b"\n"
-        for r in page.items
-        for j in (r.to_json(),)
-    )
-
-
 async def export_records(req: Request) -> StreamResponse:
     first = _read(req, ops.Records(limit=ops.MAX_BATCH))  # errors answer before the stream
 
     async def chunks() -> AsyncIterator[bytes]:
         page = first
         while True:
-            yield _export_lines(page)
+            yield b"".join(map(export_line, page.items))
             if page.next_cursor is None:
                 return
             await asyncio.sleep(0)  # let other requests run between pages
             page = _read(req, ops.Records(limit=ops.MAX_BATCH, cursor=page.next_cursor))
 
     return StreamResponse(200, chunks())
-
-
-class _ImportLine:
-    __slots__ = ("expires_at", "line", "op")
-
-    def __init__(self, line: int, op: ops.Set, expires_at: int | None) -> None:
-        self.line = line
-        self.op = op
-        self.expires_at = expires_at
-
-
-def _import_line(number: int, text: bytes, max_value_bytes: int) -> _ImportLine:
-    try:
-        data = fields(decode_json(text), ("key", "value", "expires_at"), ("key", "value"))
-        op = ops.Set(data["key"], data["value"])
-        if len(op.data) > max_value_bytes:
-            raise InvalidRequest(
-                f"the value is {len(op.data)} bytes encoded; the limit is {max_value_bytes}"
-            )
-        expires = data.get("expires_at")
-        if expires is not None and type(expires) is not str:
-            raise InvalidRequest("expires_at must be an RFC 3339 time or null")
-        micros = datetime_micros(parse_time(expires)) if expires is not None else None
-    except Error as exc:
-        raise InvalidRequest(
-            f"line {number}: {exc.message}", {"line": number, "reason": exc.code}
-        ) from None
-    return _ImportLine(number, op, micros)
 
 
 async def _ndjson_lines(req: Request, limit: int) -> AsyncIterator[tuple[int, bytes]]:
@@ -437,28 +443,13 @@ async def _ndjson_lines(req: Request, limit: int) -> AsyncIterator[tuple[int, by
 
 
 async def import_records(req: Request) -> Response:
+    """Every line checked as it arrives (`transfer.parse_line`), then one write of them all."""
     max_value = req.state.engine.max_value_bytes
     entries = [
-        _import_line(number, line, max_value)
+        parse_line(number, line, max_value)
         async for number, line in _ndjson_lines(req, req.state.config.max_import_bytes)
     ]
-
-    def apply(tx: Txn) -> int:
-        imported = 0
-        for entry in entries:
-            try:
-                if entry.expires_at is None:
-                    entry.op.run(tx)
-                elif entry.expires_at > tx.now:
-                    tx.put(entry.op.key, entry.op.data, entry.expires_at)
-                else:
-                    continue  # already expired: nothing to import
-            except Error as exc:
-                raise exc.with_details(line=entry.line) from None
-            imported += 1
-        return imported
-
-    return json_response({"imported": await _write(req, apply)})
+    return json_response({"imported": await _write(req, importer(entries))})
 
 
 # --- workspace: usage and tokens ----------------------------------------------------------------
