@@ -20,7 +20,7 @@ from urllib.parse import unquote_to_bytes
 import orjson
 
 from .. import ops
-from ..engine.base import Row
+from ..engine.base import Txn
 from ..errors import Error, Forbidden, InvalidRequest, NotFound, ValueTooLarge
 from ..model import (
     check_key,
@@ -33,7 +33,6 @@ from ..model import (
 from ..tokens import DEFAULT_WORKSPACE, TokenInfo, check_workspace_name, issue_token
 from ..transfer import export_line, importer, parse_line
 from .auth import require_role, require_store
-from .writer import Work
 
 if TYPE_CHECKING:
     from .app import State
@@ -187,7 +186,12 @@ async def body_chunks(
 ) -> AsyncIterator[bytes]:
     """The request body as it arrives. A Content-Length over `limit` is refused before any of
     the body is read, and a body without one (chunked) as soon as it passes `limit`."""
-    _check_length(headers, limit)
+    declared = headers.get(b"content-length")
+    if declared is not None:
+        if not declared.isdigit() or len(declared) > 18:
+            raise InvalidRequest("Content-Length must be a number of bytes")
+        if int(declared) > limit:
+            raise _too_large(limit)
     total = 0
     while True:
         message = await receive()
@@ -203,42 +207,10 @@ async def body_chunks(
             return
 
 
-def _check_length(headers: Mapping[bytes, bytes], limit: int) -> None:
-    declared = headers.get(b"content-length")
-    if declared is not None:
-        if not declared.isdigit() or len(declared) > 18:
-            raise InvalidRequest("Content-Length must be a number of bytes")
-        if int(declared) > limit:
-            raise _too_large(limit)
-
-
 async def read_body(
     receive: Callable[[], Awaitable[dict[str, Any]]], headers: Mapping[bytes, bytes], limit: int
 ) -> bytes:
-    """The whole body, with the checks of `body_chunks`. A body that arrives in one message
-    (nearly every one) is read without an async generator."""
-    _check_length(headers, limit)
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        raise Disconnected
-    body: bytes = message.get("body", b"")
-    if len(body) > limit:
-        raise _too_large(limit)
-    if not message.get("more_body", False):
-        return body
-    chunks = [body]
-    total = len(body)
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise Disconnected
-        chunk = message.get("body", b"")
-        total += len(chunk)
-        if total > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    return b"".join([chunk async for chunk in body_chunks(receive, headers, limit)])
 
 
 def fields(body: Any, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -318,9 +290,8 @@ def _read(req: Request, op: ops.Op) -> Any:
     return req.state.engine.execute(req.workspace, req.store, op)
 
 
-async def _write(req: Request, work: Work) -> Any:
-    """Run `work` (a function of a `Txn`, an op or a batch) in the group-commit writer."""
-    return await req.state.writer.submit(req.workspace, req.store, work)
+async def _write(req: Request, fn: Callable[[Txn], Any]) -> Any:
+    return await req.state.writer.submit(req.workspace, req.store, fn)
 
 
 async def list_records(req: Request) -> Response:
@@ -334,7 +305,7 @@ async def list_keys(req: Request) -> Response:
 
 
 async def clear_records(req: Request) -> Response:
-    return json_response({"deleted": await _write(req, ops.Clear())})
+    return json_response({"deleted": await _write(req, ops.Clear().run)})
 
 
 def _no_record(req: Request, key: str) -> NotFound:
@@ -349,33 +320,18 @@ async def get_record(req: Request) -> Response:
     return Response(200, row.to_json_bytes())
 
 
-class _PutRecord(ops.Set):
-    """PUT's set: it answers the stored row, whose JSON splices in the encoded value (the same
-    bytes a decode and re-encode of the `Record` would give)."""
-
-    @staticmethod
-    def answer_row(row: Row) -> Row:
-        return row
-
-
-_PUT_FIELDS = ("value", "ttl", "if_version")
-_DELETED = b'{"deleted":true}'
-
-
 async def put_record(req: Request) -> Response:
-    body = req.body
-    if type(body) is not dict or len(body) != 1 or "value" not in body:
-        body = fields(body, _PUT_FIELDS, ("value",))
-    op = _PutRecord(req.params["key"], body["value"], body.get("ttl"), body.get("if_version"))
-    row: Row = await _write(req, op)
-    return Response(200, row.to_json_bytes())
+    body = fields(req.body, ("value", "ttl", "if_version"), ("value",))
+    op = ops.Set(req.params["key"], body["value"], body.get("ttl"), body.get("if_version"))
+    record = await _write(req, op.run)
+    return json_response(record.to_json())
 
 
 async def delete_record(req: Request) -> Response:
     op = ops.Delete(req.params["key"], req.query.get("if_version"))
-    if not await _write(req, op):
+    if not await _write(req, op.run):
         raise _no_record(req, op.key)
-    return Response(200, _DELETED)
+    return json_response({"deleted": True})
 
 
 def _parse_all(items: Any, what: str, limit: int, parse: Callable[[Any], Any]) -> list[Any]:
@@ -400,7 +356,7 @@ async def batch(req: Request) -> Response:
     batch_ops: list[ops.Op] = _parse_all(body.get("ops", []), "ops", ops.MAX_BATCH, ops.parse_op)
     if any(op.writes for op in batch_ops):
         req.require("write")
-        results = await _write(req, ops.BatchWork(checks, batch_ops))
+        results = await _write(req, lambda tx: ops.run_batch(tx, checks, batch_ops))
     else:
         engine = req.state.engine
         results = engine.batch(req.workspace, req.store, checks, batch_ops)
