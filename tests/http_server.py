@@ -91,6 +91,8 @@ class Served:
         if self._closed:
             return
         self._closed = True
+        if self.app.state is not None:  # open change-feed streams end; uvicorn waits for them
+            self.app.state.feed.close_threadsafe()
         self._server.should_exit = True
         self._thread.join(30)
         self.engine.close()

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.anyio
 # Mapping syntax and helpers of `Store` that are sync-only by design (SPEC §3.1).
 SYNC_ONLY = {"items", "values", "setdefault", "pop", "popitem", "update"}
 # Not I/O: an iterator or a batch, returned at once.
-NOT_COROUTINES = {"keys", "records", "atomic"}
+NOT_COROUTINES = {"keys", "records", "watch", "atomic"}
 
 
 @pytest.fixture

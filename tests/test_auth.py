@@ -49,7 +49,14 @@ REQUESTS: dict[str, Any] = {
         f"/v1/stores/{st}/import",
         b'{"key": "imported", "value": 1}\n',
     ),
+    "watchStore": lambda st, victim: ("GET", f"/v1/stores/{st}/watch", None),
     "usage": lambda st, victim: ("GET", "/v1/usage", None),
+    "listActions": lambda st, victim: ("GET", "/v1/actions", None),
+    "runAction": lambda st, victim: (
+        "POST",
+        "/v1/actions/store.get_record",
+        {"store": st, "key": "k"},
+    ),
     "listTokens": lambda st, victim: ("GET", "/v1/tokens", None),
     "createToken": lambda st, victim: ("POST", "/v1/tokens", {"role": "read"}),
     "revokeToken": lambda st, victim: ("DELETE", f"/v1/tokens/{victim}", None),
@@ -68,7 +75,9 @@ ADMIN_STATUS = {
 ROUTE = {route.operation_id: route for route in ROUTES}
 # The role each request needs: the route's, but this batch writes.
 NEEDS = {op: ("write" if op == "batch" else ROUTE[op].role) for op in REQUESTS}
-STORE_ROUTES = {op for op in REQUESTS if "{store}" in ROUTE[op].path or op == "createStore"}
+STORE_ROUTES = {
+    op for op in REQUESTS if "{store}" in ROUTE[op].path or op in ("createStore", "runAction")
+}
 TOKEN_ROUTES = {"listTokens", "createToken", "revokeToken"}
 
 
@@ -98,6 +107,10 @@ class World:
         method, path, body = REQUESTS[op](store, victim)
         headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
         content = body if isinstance(body, bytes) else None if body is None else orjson.dumps(body)
+        if op == "watchStore":  # an endless stream: its status, headers and first chunk
+            with self.anonymous.stream(method, path, headers=headers) as answer:
+                first = answer.read() if answer.is_error else next(answer.iter_raw())
+                return httpx.Response(answer.status_code, headers=answer.headers, content=first)
         return self.anonymous.request(method, path, content=content, headers=headers)
 
     def snapshot(self) -> Any:

@@ -683,8 +683,10 @@ def test_a_file_that_is_not_a_database_is_one_error_line(capsys, tmp_path):
         ["serve", "--workers", "0"],
         ["get", "s", "k", "--no-such-option"],
         ["actions"],
-        ["actions", "list"],
-        ["actions", "run", "flow.save_value", "--input", "key=k"],
+        ["actions", "run"],
+        ["actions", "run", "flow.save_value", "--input", "key"],
+        ["actions", "run", "flow.save_value", "--input", "key=a", "--input", "key=b"],
+        ["watch"],
     ],
 )
 def test_usage_errors_exit_2_without_a_traceback(capsys, args):

@@ -615,9 +615,16 @@ def test_an_unknown_path_is_not_found_and_a_wrong_method_is_405_with_allow(http)
     assert response.headers["allow"] == "GET, PUT, DELETE"
 
 
-def test_actions_and_watch_are_not_served_yet(http):
-    assert_error(http.get("/v1/actions"), "not_found")
-    assert_error(http.get("/v1/stores/s/watch"), "not_found")
+def test_actions_and_watch_are_served(http):
+    """Their own behaviour is in tests/test_actions.py and tests/test_watch.py."""
+    names = {action["name"] for action in http.get("/v1/actions").json()["actions"]}
+    assert {"flow.save_value", "usage_metrics", "store.get_record"} <= names
+    answer = http.post("/v1/actions/store.has_key", json={"store": "s", "key": "k"})
+    assert answer.json() == {"result": False}
+    with http.stream("GET", "/v1/stores/s/watch") as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"] == "text/event-stream"
+        assert next(stream.iter_lines()).startswith(":")
 
 
 def test_a_value_over_the_limit_is_value_too_large(tmp_path, clock):

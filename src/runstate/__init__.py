@@ -36,7 +36,7 @@ from .errors import (
     Unavailable,
     ValueTooLarge,
 )
-from .model import Page, Record, StoreInfo, Usage, now
+from .model import Event, Page, Record, StoreInfo, Usage, now
 from .store import Atomic, Database, Store
 
 if typing.TYPE_CHECKING:
@@ -50,6 +50,7 @@ __all__ = [
     "Conflict",
     "Database",
     "Error",
+    "Event",
     "Forbidden",
     "HasDependents",
     "InvalidKey",

@@ -1,11 +1,11 @@
 """The library API for asyncio: `AsyncDatabase`, `AsyncStore`, `AsyncAtomic`.
 
 The same API as `Database`, `Store` and `Atomic` (SPEC §3.1) with every method that does I/O a
-coroutine, ``keys()`` and ``records()`` async iterators and ``atomic()`` an ``async with``
-block; the mapping syntax (``store[key]``, ``in``, ``len``) is sync-only. Each `AsyncStore`
-method is made from its operation in `runstate.ops` (its parameters are the operation's), the
-same operation its sync twin builds, so both APIs share every rule and every error. Open one
-with `runstate.connect_async`::
+coroutine, ``keys()``, ``records()`` and ``watch()`` async iterators and ``atomic()`` an
+``async with`` block; the mapping syntax (``store[key]``, ``in``, ``len``) is sync-only. Each
+`AsyncStore` method is made from its operation in `runstate.ops` (its parameters are the
+operation's), the same operation its sync twin builds, so both APIs share every rule and every
+error. Open one with `runstate.connect_async`::
 
     async with runstate.connect_async("http://127.0.0.1:8765", token=...) as db:
         orders = await db.store("orders")
@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from typing import Any, Concatenate, ParamSpec, Protocol, Self, TypeVar, cast
 
 from . import ops
-from .model import Page, Record, StoreInfo, Usage, check_store_name
+from .model import Event, Page, Record, StoreInfo, Usage, check_store_name
 from .store import Batch, Store, cross_flow_store, execution_store, flow_store, integration_store
 
 __all__ = ["AsyncAtomic", "AsyncCore", "AsyncDatabase", "AsyncStore"]
@@ -65,6 +65,10 @@ class AsyncCore(Protocol):
     ) -> Awaitable[StoreInfo]: ...
 
     def usage(self, workspace: str) -> Awaitable[Usage]: ...
+
+    def watch(
+        self, workspace: str, store: str, prefix: str | None = None, after: int | None = None
+    ) -> AsyncIterator[Event]: ...
 
     def close(self) -> Awaitable[None]: ...
 
@@ -233,6 +237,11 @@ class AsyncStore:
     def atomic(self) -> AsyncAtomic:
         """Collect checks and operations: ``async with store.atomic() as tx:``."""
         return AsyncAtomic(self)
+
+    def watch(self, prefix: str | None = None, after: int | None = None) -> AsyncIterator[Event]:
+        """Every committed change of this store, an async iterator of `Event` (see
+        `Store.watch`): ``async for event in store.watch(): ...``."""
+        return self._core.watch(self._workspace, self.name, prefix, after)
 
     # reads
     get = _operation(ops.Get, _any)

@@ -25,7 +25,17 @@ sync client, its export as the server streams it (`transfer` defines the line fo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Sequence
+import asyncio
+import time
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -34,7 +44,7 @@ import httpx
 import orjson
 
 from .errors import Error, InvalidRequest, InvalidValue, Unavailable, error_class
-from .model import Record, StoreInfo, Usage, check_store_name, check_ttl, check_workflow
+from .model import Event, Record, StoreInfo, Usage, check_store_name, check_ttl, check_workflow
 from .ops import Check, Delete, Get, GetRecord, Keys, Op, Set
 from .tokens import TokenInfo
 
@@ -331,6 +341,103 @@ class _HttpBase(Generic[_R]):
         path = f"/v1/tokens/{_segment(token_id)}"
         return self._send(_Call("DELETE", path, read=_true, otherwise=("not_found", False)))
 
+    # --- pre-built actions: past `Core` ------------------------------------------------------
+
+    def list_actions(self) -> _R:
+        """The catalogue of pre-built actions (`runstate.actions`), as JSON."""
+        return self._send(_Call("GET", "/v1/actions", read=_actions))
+
+    def run_action(self, name: str, inputs: dict[str, Any]) -> _R:
+        """Run a pre-built action on the server; its JSON result."""
+        path = f"/v1/actions/{_segment(name)}"
+        return self._send(_Call("POST", path, _body(inputs), read=_result))
+
+    # --- change feed: the request and its lines (the I/O is each subclass's `watch`) ------
+
+    def _watch_request(
+        self, store: str, prefix: str | None, position: int | None
+    ) -> tuple[str, dict[str, str], httpx.Timeout]:
+        """Path, headers and timeout of a watch from `position` (None: from now). The read
+        timeout outlasts the server's heartbeats (every 15 s)."""
+        path = f"{self._store_path(store)}/watch" + _query({"prefix": prefix})
+        headers = {"Accept": "text/event-stream"}
+        if position is not None:
+            headers["Last-Event-ID"] = str(position)
+        return path, headers, httpx.Timeout(self._timeout, read=max(self._timeout, 45.0))
+
+    def _ended(self) -> Unavailable:
+        return Unavailable(f"the server at {self.url} keeps ending the change feed")
+
+
+def _actions(data: Any) -> list[dict[str, Any]]:
+    return list(data["actions"])
+
+
+def _result(data: Any) -> Any:
+    return data["result"]
+
+
+class _EventStream:
+    """Server-Sent Events, line by line, to `Event`s (no I/O). `position` is the id of the
+    last event dispatched (or of an id-only block: the server's start and heartbeats), where a
+    new connection resumes: an event whose connection broke before its end was never
+    dispatched, so it is not skipped."""
+
+    def __init__(self, store: str, position: int | None) -> None:
+        self.store = store
+        self.position = position
+        self._id: int | None = None
+        self._data: list[str] = []
+
+    def line(self, line: str) -> Event | None:
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "data":
+            self._data.append(value)
+        elif name == "id" and value.isdigit():
+            self._id = int(value)
+        return None
+
+    def _dispatch(self) -> Event | None:
+        data, self._data = self._data, []
+        if self._id is not None:
+            self.position, self._id = self._id, None
+        if not data:
+            return None
+        try:
+            return Event.from_json(orjson.loads("\n".join(data)))
+        except (orjson.JSONDecodeError, LookupError, TypeError) as exc:
+            raise Unavailable(
+                f"the server sent a change event in an unexpected shape ({exc})"
+            ) from None
+
+
+class _Reconnect:
+    """When a watch reconnects: at once after the server ended a stream, with a growing pause
+    after a failure, and never again after `patience` seconds of failures in a row."""
+
+    def __init__(self, patience: float) -> None:
+        self.patience = patience
+        self._failing_since: float | None = None
+        self._pause = 0.05
+
+    def connected(self) -> None:
+        self._failing_since = None
+        self._pause = 0.05
+
+    def failed(self, error: Unavailable) -> float:
+        """Seconds to wait before the next try; raises `error` when patience runs out."""
+        now = time.monotonic()
+        self._failing_since = self._failing_since or now
+        if now - self._failing_since > self.patience:
+            raise error
+        pause, self._pause = self._pause, min(self._pause * 2, 2.0)
+        return pause
+
 
 class HttpCore(_HttpBase[Any]):
     """`Core` over HTTP with one `httpx.Client`: connections are kept alive and reused, and
@@ -357,6 +464,30 @@ class HttpCore(_HttpBase[Any]):
             raise self._unreachable(exc) from None
         result = self._answer(call, response.status_code, response.content)
         return self._send(result) if isinstance(result, _Call) else result
+
+    def watch(
+        self, workspace: str, store: str, prefix: str | None = None, after: int | None = None
+    ) -> Iterator[Event]:
+        """The store's changes as the server streams them (Server-Sent Events), a blocking
+        iterator; a dropped connection is resumed from the last event (``Last-Event-ID``).
+        `Unavailable` once the server stays unreachable for the client's timeout."""
+        stream = _EventStream(store, after)
+        retry = _Reconnect(self._timeout)
+        while True:
+            path, headers, timeout = self._watch_request(store, prefix, stream.position)
+            try:
+                with self._client.stream("GET", path, headers=headers, timeout=timeout) as answer:
+                    if not answer.is_success:
+                        self._answer(_Call("GET", path), answer.status_code, answer.read())
+                    retry.connected()
+                    for line in answer.iter_lines():
+                        event = stream.line(line)
+                        if event is not None:
+                            yield event
+            except httpx.TransportError as exc:
+                time.sleep(retry.failed(self._unreachable(exc)))
+            else:  # the server ended the stream (it is stopping): resume where it stopped
+                time.sleep(retry.failed(self._ended()))
 
     def export_records(self, store: str) -> Iterator[bytes]:
         """`store`'s records as NDJSON (`transfer`), in chunks of bytes as the server streams
@@ -397,6 +528,30 @@ class AsyncHttpCore(_HttpBase[Awaitable[Any]]):
             raise self._unreachable(exc) from None
         result = self._answer(call, response.status_code, response.content)
         return await self._send(result) if isinstance(result, _Call) else result
+
+    async def watch(
+        self, workspace: str, store: str, prefix: str | None = None, after: int | None = None
+    ) -> AsyncIterator[Event]:
+        """`HttpCore.watch` for asyncio: an async iterator."""
+        stream = _EventStream(store, after)
+        retry = _Reconnect(self._timeout)
+        while True:
+            path, headers, timeout = self._watch_request(store, prefix, stream.position)
+            try:
+                async with self._client.stream(
+                    "GET", path, headers=headers, timeout=timeout
+                ) as answer:
+                    if not answer.is_success:
+                        self._answer(_Call("GET", path), answer.status_code, await answer.aread())
+                    retry.connected()
+                    async for line in answer.aiter_lines():
+                        event = stream.line(line)
+                        if event is not None:
+                            yield event
+            except httpx.TransportError as exc:
+                await asyncio.sleep(retry.failed(self._unreachable(exc)))
+            else:  # the server ended the stream (it is stopping): resume where it stopped
+                await asyncio.sleep(retry.failed(self._ended()))
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -17,6 +17,7 @@ max_body_bytes         RUNSTATE_MAX_BODY_BYTES     --max-body-bytes     1 MiB
 max_import_bytes       RUNSTATE_MAX_IMPORT_BYTES   --max-import-bytes   256 MiB
 rate_limit             RUNSTATE_RATE_LIMIT         --rate-limit         off (requests/s per token)
 event_retention        RUNSTATE_EVENT_RETENTION    --event-retention    3600 (seconds)
+watch_heartbeat        RUNSTATE_WATCH_HEARTBEAT    --watch-heartbeat    15 (seconds)
 purge_interval         RUNSTATE_PURGE_INTERVAL     --purge-interval     1 (seconds)
 =====================  ==========================  ===================  =========================
 
@@ -90,6 +91,12 @@ class ServerConfig:
         "--event-retention",
         "seconds change-feed events are kept",
     )
+    watch_heartbeat: float = _setting(
+        15.0,
+        "RUNSTATE_WATCH_HEARTBEAT",
+        "--watch-heartbeat",
+        "seconds between heartbeats (': ping') on an idle change-feed stream",
+    )
     purge_interval: float = _setting(
         1.0,
         "RUNSTATE_PURGE_INTERVAL",
@@ -115,6 +122,7 @@ class ServerConfig:
         if self.rate_limit is not None:
             _check_number(self, "rate_limit")
         _check_number(self, "event_retention")
+        _check_number(self, "watch_heartbeat")
         _check_number(self, "purge_interval")
 
     @property

@@ -23,9 +23,11 @@ from .errors import InvalidKey, InvalidRequest, InvalidValue, OutOfRange, ValueT
 
 __all__ = [
     "DEFAULT_QUOTA_BYTES",
+    "EVENT_TYPES",
     "MAX_DEPTH",
     "MAX_KEY_BYTES",
     "MAX_VALUE_BYTES",
+    "Event",
     "Page",
     "Record",
     "StoreInfo",
@@ -321,11 +323,24 @@ def to_datetime(micros: int | None) -> datetime | None:
     return _EPOCH + timedelta(microseconds=micros)
 
 
+# Formatted whole seconds, by epoch second: the records a server answers were mostly written
+# within a few seconds of each other. Bounded; a race between threads only recomputes.
+_SECONDS: dict[int, str] = {}
+_SECONDS_CACHED = 4096
+_SECONDS_FORMAT = "%04d-%02d-%02dT%02d:%02d:%02d"
+
+
 def format_time(micros: int) -> str:
     """RFC 3339 UTC with microseconds and ``Z``: ``2026-11-24T08:06:46.123456Z``."""
     seconds, fraction = divmod(micros, 1_000_000)
-    t = time.gmtime(seconds)
-    return _TIME_FORMAT % (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, fraction)
+    whole = _SECONDS.get(seconds)
+    if whole is None:
+        t = time.gmtime(seconds)
+        whole = _SECONDS_FORMAT % t[:6]
+        if len(_SECONDS) >= _SECONDS_CACHED:
+            _SECONDS.clear()
+        _SECONDS[seconds] = whole
+    return f"{whole}.{fraction:06d}Z"
 
 
 def format_datetime(value: datetime | None) -> str | None:
@@ -480,3 +495,39 @@ class Usage:
             quota_bytes=data["quota_bytes"],
             stores=[StoreInfo.from_json(s) for s in data["stores"]],
         )
+
+
+# Change-feed event types (SPEC §2.3), and `gap`: events this watcher had not read yet were
+# trimmed (older than the database's event retention); what changed meanwhile is unknown.
+EVENT_TYPES = ("set", "delete", "expire", "clear", "gap")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One committed change of a store, from `Store.watch` (SPEC §2.3).
+
+    `type` is ``set``, ``delete``, ``expire`` (purged after its ttl), ``clear`` (every record;
+    `key` None) or ``gap`` (events were trimmed before this watcher read them: re-read the
+    store). `version` is the record's new version for a ``set``, else the event's place in the
+    feed; it is the position to resume from (`watch(after=version)`, SSE ``Last-Event-ID``).
+    `value` is the value written by a ``set``, else None."""
+
+    type: str
+    store: str
+    key: str | None
+    version: int
+    value: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``data`` object of the HTTP API's Server-Sent Event."""
+        return {
+            "type": self.type,
+            "store": self.store,
+            "key": self.key,
+            "version": self.version,
+            "value": self.value,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Event:
+        return cls(data["type"], data["store"], data["key"], data["version"], data["value"])

@@ -17,6 +17,7 @@ from .engine.base import Core
 from .errors import Error, InvalidRequest, NotFound
 from .model import (
     DEFAULT_PAGE,
+    Event,
     Page,
     Record,
     StoreInfo,
@@ -372,6 +373,16 @@ class Store(MutableMapping[str, Any]):
     def atomic(self) -> Atomic:
         """Collect checks and operations; they run as one transaction when the block exits."""
         return Atomic(self)
+
+    # --- change feed -------------------------------------------------------------------------
+
+    def watch(self, prefix: str | None = None, after: int | None = None) -> Iterator[Event]:
+        """Every committed change of this store from now on (or past the `Event.version`
+        `after`), in commit order, by any process: a blocking iterator of `Event`, to stop by
+        leaving the loop. Keys filtered by `prefix` (``clear`` events always pass). Over HTTP
+        a dropped connection is resumed where it stopped; a ``gap`` event reports changes
+        older than the database's event retention (default 1 h) that could not be read."""
+        return self._core.watch(self._workspace, self.name, prefix, after)
 
 
 class Batch:

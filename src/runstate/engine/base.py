@@ -17,19 +17,19 @@ what ``increment`` or ``add_to_set`` mean: it only promises that
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 
 from ..errors import InvalidRequest
-from ..model import Record, StoreInfo, Usage, decode_value, format_time, to_datetime
+from ..model import Event, Record, StoreInfo, Usage, decode_value, format_time, to_datetime
 
 if TYPE_CHECKING:
     from ..ops import Check, Op
 
-__all__ = ["Core", "EngineBase", "Reader", "Row", "Txn"]
+__all__ = ["Changes", "Core", "EngineBase", "EventRow", "Reader", "Row", "Txn"]
 
 T = TypeVar("T")
 
@@ -78,6 +78,44 @@ class Row:
         )
 
 
+@dataclass(slots=True)
+class EventRow:
+    """A change-feed event as a backend holds it: `seq` is its place in commit order (for a
+    ``set``, the record's new version), `value` the encoded JSON written by a ``set``."""
+
+    seq: int
+    type: str
+    key: str | None
+    value: bytes | None
+
+    def to_json_bytes(self, store: str) -> bytes:
+        """The HTTP event object, with the stored JSON value spliced in as it is."""
+        return b'{"type":"%s","store":%s,"key":%s,"version":%d,"value":%s}' % (
+            self.type.encode(),
+            orjson.dumps(store),
+            orjson.dumps(self.key),
+            self.seq,
+            b"null" if self.value is None else self.value,
+        )
+
+    def event(self, store: str) -> Event:
+        value = None if self.value is None else decode_value(self.value)
+        return Event(self.type, store, self.key, self.seq, value)
+
+
+@dataclass(slots=True)
+class Changes:
+    """What `events_after` found: the store's `events` in commit order; `position`, where the
+    next call continues (past events of other stores too); `gap`, None unless events past the
+    position asked for were trimmed (older than the retention) before they were read: then
+    the position the events continue from, and the store may have changed in ways no event
+    reports."""
+
+    events: list[EventRow]
+    position: int
+    gap: int | None
+
+
 class Reader(Protocol):
     """Reads of one store, all at one snapshot and one clock reading `now` (microseconds)."""
 
@@ -105,7 +143,8 @@ class Txn(Reader, Protocol):
 
     @property
     def default_ttl(self) -> float | None:
-        """The store's default ttl in seconds, or None (also for a store not yet created)."""
+        """The store's default ttl in seconds, or None; for a store not yet created, the one
+        its creation will give it (24 h for an ``execution:`` scope)."""
 
     def put(self, key: str, value: bytes, expires_at: int | None) -> Row:
         """Write `key` with a new version; `created_at` is kept if a live row existed.
@@ -148,6 +187,10 @@ class Core(Protocol):
     def remove_dependent(self, workspace: str, name: str, workflow: str) -> StoreInfo: ...
 
     def usage(self, workspace: str) -> Usage: ...
+
+    def watch(
+        self, workspace: str, store: str, prefix: str | None = None, after: int | None = None
+    ) -> Iterator[Event]: ...
 
     def close(self) -> None: ...
 

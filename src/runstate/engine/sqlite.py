@@ -33,7 +33,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,21 +52,27 @@ from ..model import (
     DEFAULT_QUOTA_BYTES,
     INT64_MAX,
     INT64_MIN,
+    MAX_PAGE,
     MAX_VALUE_BYTES,
+    Event,
     StoreInfo,
     Usage,
     check_store_name,
     check_ttl,
+    check_version,
     check_workflow,
     decode_value,
     initial_default_ttl,
     to_datetime,
 )
-from .base import EngineBase, Reader, Row, Txn
+from .base import Changes, EngineBase, EventRow, Reader, Row, Txn
 
 __all__ = ["SqliteEngine", "sqlite_path"]
 
 T = TypeVar("T")
+
+# A unit of `write_many`: a function of a `Txn`, an op, or a batch (`ops.BatchWork`).
+Work = Callable[[Txn], Any] | ops.Op | ops.BatchWork
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -175,6 +181,33 @@ MIGRATIONS: list[tuple[str, str]] = [
         INSERT INTO token_changes VALUES (1, 0);
         """,
     ),
+    (
+        "store_names",
+        """
+        -- Events name their store by id, and a deleted store's id may be reused. Every name an
+        -- id held, with the span of the feed it held it for (since < seq <= until; until NULL
+        -- while the store exists), so a watch follows a workspace's store by name, across a
+        -- delete and re-create, and never sees another store's events.
+        CREATE TABLE store_names (
+            workspace_id INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            since INTEGER NOT NULL,
+            store_id INTEGER NOT NULL,
+            until INTEGER,
+            PRIMARY KEY (workspace_id, name, since)
+        ) WITHOUT ROWID;
+        CREATE INDEX store_names_until ON store_names (until) WHERE until IS NOT NULL;
+        INSERT INTO store_names SELECT workspace_id, name, 0, id, NULL FROM stores;
+        CREATE TRIGGER stores_named AFTER INSERT ON stores BEGIN
+            INSERT OR IGNORE INTO store_names VALUES
+                (NEW.workspace_id, NEW.name, (SELECT max(seq) FROM events), NEW.id, NULL);
+        END;
+        CREATE TRIGGER stores_unnamed AFTER DELETE ON stores BEGIN
+            UPDATE store_names SET until = (SELECT max(seq) FROM events)
+                WHERE workspace_id = OLD.workspace_id AND name = OLD.name AND until IS NULL;
+        END;
+        """,
+    ),
 ]
 
 _PUT = """
@@ -217,6 +250,25 @@ INSERT INTO records (store_id, key, value, version, created_at, updated_at, expi
 SELECT id, ?2, CAST(CAST(?3 AS TEXT) AS BLOB), (SELECT max(seq) + 1 FROM events), ?4, ?4,
        {_DEFAULT_EXPIRY}
 FROM stores WHERE workspace_id = ?1 AND name = ?5
+ON CONFLICT (store_id, key) DO UPDATE SET
+    value = CASE WHEN records.expires_at <= ?4 THEN excluded.value
+                 ELSE CAST(CAST(CAST(records.value AS INTEGER) + ?3 AS TEXT) AS BLOB) END,
+    version = excluded.version,
+    updated_at = excluded.updated_at,
+    expires_at = CASE WHEN records.expires_at <= ?4 THEN excluded.expires_at
+                      ELSE records.expires_at END,
+    created_at = CASE WHEN records.expires_at <= ?4 THEN excluded.created_at
+                      ELSE records.created_at END
+WHERE records.expires_at <= ?4
+   OR (CAST(records.value AS TEXT) NOT GLOB '*[^0-9-]*'
+       AND typeof(CAST(records.value AS INTEGER) + ?3) = 'integer')
+RETURNING value
+"""
+_DELETE_IN_STORE = "DELETE FROM records WHERE store_id = ? AND key = ? RETURNING expires_at"
+# `_FAST_INCREMENT` in a store whose id (?1) the caller knows; ?5: a new record's expiry.
+_INCREMENT_IN_STORE = """
+INSERT INTO records (store_id, key, value, version, created_at, updated_at, expires_at)
+VALUES (?1, ?2, CAST(CAST(?3 AS TEXT) AS BLOB), (SELECT max(seq) + 1 FROM events), ?4, ?4, ?5)
 ON CONFLICT (store_id, key) DO UPDATE SET
     value = CASE WHEN records.expires_at <= ?4 THEN excluded.value
                  ELSE CAST(CAST(CAST(records.value AS INTEGER) + ?3 AS TEXT) AS BLOB) END,
@@ -347,11 +399,20 @@ class _SqliteTxn(_SqliteReader):
     __slots__ = ("_default_ttl", "_engine", "_name", "_workspace_id")
 
     def __init__(
-        self, engine: SqliteEngine, conn: sqlite3.Connection, workspace_id: int, name: str, now: int
+        self,
+        engine: SqliteEngine,
+        conn: sqlite3.Connection,
+        workspace_id: int,
+        name: str,
+        now: int,
+        found: tuple[Any, ...] | None = None,
     ) -> None:
-        found = conn.execute(_STORE, (workspace_id, name)).fetchone()
+        """`found`: the store's (id, default_ttl) when the caller looked it up already."""
+        if found is None:
+            found = conn.execute(_STORE, (workspace_id, name)).fetchone()
         super().__init__(conn, found[0] if found else None, now)
-        self._default_ttl: float | None = found[1] if found else None
+        # a store its first write creates gets its initial default (24 h for an execution)
+        self._default_ttl = found[1] if found else initial_default_ttl(name, None)
         self._engine = engine
         self._workspace_id = workspace_id
         self._name = name
@@ -651,18 +712,48 @@ class SqliteEngine(EngineBase):
 
         return self._transact(run)
 
-    def write_many(self, units: Sequence[tuple[str, str, Callable[[Txn], Any]]]) -> list[Any]:
-        """Group commit: each unit atomic on its own (a savepoint), all in one commit. A unit's
-        `Error` is returned in its place and undoes only that unit."""
+    def write_many(self, units: Sequence[tuple[str, str, Work]]) -> list[Any]:
+        """Group commit: each unit atomic on its own, all in one commit. A unit's `Error` is
+        returned in its place and undoes only that unit.
+
+        A unit is a function of a `Txn`, an op or an `ops.BatchWork`. A set or an increment
+        (or a batch of just one of them) and a delete without `if_version` on an existing store
+        first run as one statement (atomic on its own: no savepoint) that does what the op's
+        definition would. Where that statement cannot decide alone (a value that is not an
+        integer, an overflow, the quota, ...) it wrote nothing, and the unit runs its one
+        definition in `runstate.ops` in a savepoint, which raises the exact error. The group's
+        units share their store lookups (no unit deletes a store)."""
 
         def run(conn: sqlite3.Connection, now: int) -> list[Any]:
             results: list[Any] = []
-            for workspace, store, fn in units:
+            stores: dict[tuple[int, str], tuple[Any, ...]] = {}
+            workspaces = self._workspaces
+            for workspace, store, work in units:
+                fast = _fast_unit(type(work))
+                if fast is not None:
+                    ws = workspaces.get(workspace)  # committed workspaces only
+                    if ws is not None:
+                        found = stores.get((ws, store))
+                        if found is None:
+                            found = conn.execute(_STORE, (ws, store)).fetchone()
+                            if found is not None:
+                                stores[ws, store] = found
+                        if found is not None:
+                            result = fast(self, conn, found, work, now)
+                            if result is not _UNDECIDED:
+                                results.append(result)
+                                continue
                 conn.execute("SAVEPOINT unit")
                 try:
                     ws = self._workspace_id(conn, workspace, create=True)
                     assert ws is not None
-                    results.append(fn(_SqliteTxn(self, conn, ws, store, now)))
+                    found = stores.get((ws, store))
+                    if found is None:
+                        found = conn.execute(_STORE, (ws, store)).fetchone()
+                        if found is not None:
+                            stores[ws, store] = found
+                    txn = _SqliteTxn(self, conn, ws, store, now, found)
+                    results.append(work(txn) if callable(work) else work.run(txn))
                 except Error as exc:
                     conn.execute("ROLLBACK TO unit")
                     results.append(exc)
@@ -670,6 +761,56 @@ class SqliteEngine(EngineBase):
             return results
 
         return self._transact(run)
+
+    # The fast paths of write_many's units, on a store that exists (`store`: its id and
+    # default_ttl): one statement each, doing exactly what the op's definition does (expiries
+    # computed as in `runstate.ops`), or `_UNDECIDED` having written nothing.
+
+    def _unit_set(self, conn: sqlite3.Connection, store: Any, op: Any, now: int) -> Any:
+        if op.if_version is not None or len(op.data) > self.max_value_bytes:
+            return _UNDECIDED
+        ttl = op.ttl if op.ttl is not None else store[1]
+        expires = None if ttl is None else now + round(ttl * 1_000_000)
+        try:
+            rows = conn.execute(_PUT, (store[0], op.key.encode(), op.data, now, expires)).fetchall()
+        except sqlite3.IntegrityError:  # the quota: the definition purges and reports it
+            return _UNDECIDED
+        version, created = rows[0]
+        return op.answer_row(Row(op.key, op.data, version, created, now, expires))
+
+    def _unit_increment(self, conn: sqlite3.Connection, store: Any, op: Any, now: int) -> Any:
+        amount = op.amount * op._sign
+        if not INT64_MIN <= amount <= INT64_MAX:
+            return _UNDECIDED
+        ttl = store[1]  # a new (or expired) record's expiry: the store's default
+        expires = None if ttl is None else now + round(ttl * 1_000_000)
+        params = (store[0], op.key.encode(), amount, now, expires)
+        try:
+            rows = conn.execute(_INCREMENT_IN_STORE, params).fetchall()
+        except sqlite3.IntegrityError:
+            return _UNDECIDED
+        return int(rows[0][0]) if rows else _UNDECIDED
+
+    def _unit_delete(self, conn: sqlite3.Connection, store: Any, op: Any, now: int) -> Any:
+        if op.if_version is not None:
+            return _UNDECIDED
+        raw = op.key.encode()
+        rows = conn.execute(_DELETE_IN_STORE, (store[0], raw)).fetchall()
+        if not rows:
+            return False
+        live = rows[0][0] is None or rows[0][0] > now
+        conn.execute(_EVENT, (store[0], "delete" if live else "expire", raw, now))
+        return live
+
+    def _unit_batch(self, conn: sqlite3.Connection, store: Any, work: Any, now: int) -> Any:
+        if work.checks or len(work.ops) != 1:
+            return _UNDECIDED
+        op = work.ops[0]
+        fast = _fast_unit(type(op))
+        if fast is None or fast is SqliteEngine._unit_batch:
+            return _UNDECIDED
+        result = fast(self, conn, store, op, now)
+        return _UNDECIDED if result is _UNDECIDED else [result]
 
     def execute(self, workspace: str, store: str, op: Any) -> Any:
         fast = _FAST.get(type(op))
@@ -715,7 +856,7 @@ class SqliteEngine(EngineBase):
         )
         if found is None:
             return _UNDECIDED
-        return Row(op.key, op.data, found[0], found[1], now, found[2]).record()
+        return op.answer_row(Row(op.key, op.data, found[0], found[1], now, found[2]))
 
     def _fast_increment(self, workspace: str, store: str, op: Any) -> Any:
         amount = op.amount * op._sign
@@ -927,6 +1068,8 @@ class SqliteEngine(EngineBase):
                 break
         while self._transact(self._trim_events) == _PURGE_BATCH:
             pass
+        if self._read_one(_FORGOTTEN) is not None:  # rare: no write lock taken until then
+            self._transact(_forget_store_names)
         return total
 
     def _trim_events(self, conn: sqlite3.Connection, now: int) -> int:
@@ -1094,6 +1237,141 @@ class SqliteEngine(EngineBase):
             raise _unavailable(exc) from None
         return {name: (int(r), int(b), int(q)) for name, r, b, q in rows}
 
+    # --- change feed ---
+    # Reads only, on the calling thread's reader connection: the server polls the feed on its
+    # event loop. The `events` table is the buffer between writers and watchers: a watcher
+    # reads at its own pace and a writer never waits for one.
+
+    def latest_seq(self) -> int:
+        """The feed's position now: a watch from here sees only later changes."""
+        return int(self._read_one("SELECT max(seq) FROM events")[0])
+
+    def data_version(self) -> int:
+        """A number that changes whenever another connection (thread or process) commits:
+        an idle watcher polls this instead of the feed."""
+        return int(self._read_one("PRAGMA data_version")[0])
+
+    def events_after(
+        self,
+        workspace: str,
+        store: str,
+        after: int,
+        prefix: str | None = None,
+        limit: int = MAX_PAGE,
+    ) -> Changes:
+        """The events of `store` (by name in `workspace`: across deletes and re-creates) past
+        position `after`, at most `limit`, in commit order; ``clear`` events match any
+        `prefix`. One read snapshot."""
+        conn = self._reader()
+        try:
+            conn.execute("BEGIN")
+            try:
+                return self._changes(conn, workspace, store, after, prefix, limit)
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise _unavailable(exc) from None
+
+    def _changes(
+        self,
+        conn: sqlite3.Connection,
+        workspace: str,
+        store: str,
+        after: int,
+        prefix: str | None,
+        limit: int,
+    ) -> Changes:
+        latest = int(conn.execute("SELECT max(seq) FROM events").fetchone()[0])
+        first = int(conn.execute("SELECT min(seq) FROM events").fetchone()[0])
+        gap = None
+        if after > latest:  # a position from another database, or one restored from backup
+            gap = after = latest
+        elif after + 1 < first:
+            gap = after = first - 1
+        ws = self._workspace_id(conn, workspace, create=False)
+        spans = (
+            []
+            if ws is None
+            else conn.execute(
+                "SELECT store_id, since, until FROM store_names "
+                "WHERE workspace_id = ? AND name = ? AND (until IS NULL OR until > ?)",
+                (ws, store, after),
+            ).fetchall()
+        )
+        if not spans or after == latest:
+            return Changes([], latest, gap)
+        where: list[str] = []
+        params: list[Any] = [after, latest]
+        for store_id, since, until in spans:
+            where.append("(store_id = ? AND seq > ?" + (")" if until is None else " AND seq <= ?)"))
+            params += [store_id, since] if until is None else [store_id, since, until]
+        sql = (
+            "SELECT seq, type, key, value FROM events WHERE seq > ? AND seq <= ? "
+            f"AND ({' OR '.join(where)})"
+        )
+        if prefix:
+            low = prefix.encode()
+            high = _successor(low)
+            upper = "" if high is None else " AND key < ?"
+            sql += f" AND (key IS NULL OR (key >= ?{upper}))"
+            params += [low] if high is None else [low, high]
+        rows = conn.execute(sql + " ORDER BY seq LIMIT ?", [*params, limit]).fetchall()
+        events = [
+            EventRow(seq, kind, None if key is None else key.decode(), value)
+            for seq, kind, key, value in rows
+        ]
+        position = events[-1].seq if len(events) == limit else latest
+        return Changes(events, position, gap)
+
+    def watch(
+        self,
+        workspace: str,
+        store: str,
+        prefix: str | None = None,
+        after: int | None = None,
+        *,
+        poll: float = 0.05,
+    ) -> Iterator[Event]:
+        """Every change of `store` from now (or past position `after`), in commit order, as
+        the feed records it, by this process or any other; blocks between changes, polling
+        every `poll` seconds (one cheap ``PRAGMA data_version`` while nothing changes). Ends
+        when the database closes. A ``gap`` event reports events trimmed before they were
+        read. "Now" is the moment of this call."""
+        check_store_name(store)
+        if prefix is not None and (type(prefix) is not str or "\x00" in prefix):
+            raise InvalidRequest("prefix must be a string without NUL", {"prefix": None})
+        position = self.latest_seq() if after is None else check_version(after, "after")
+        return self._follow(workspace, store, prefix, position, poll)
+
+    def _follow(
+        self, workspace: str, store: str, prefix: str | None, position: int, poll: float
+    ) -> Iterator[Event]:
+        seen: int | None = None
+        while not self._closed:
+            version = self.data_version()
+            if version == seen:
+                time.sleep(poll)
+                continue
+            seen = version
+            while True:
+                changes = self.events_after(workspace, store, position, prefix)
+                if changes.gap is not None:
+                    yield Event("gap", store, None, changes.gap)
+                for row in changes.events:
+                    yield row.event(store)
+                position = changes.position
+                if len(changes.events) < MAX_PAGE:
+                    break
+
+
+_STALE_NAMES = "store_names WHERE until IS NOT NULL AND until < (SELECT min(seq) FROM events)"
+_FORGOTTEN = f"SELECT 1 FROM {_STALE_NAMES} LIMIT 1"
+
+
+def _forget_store_names(conn: sqlite3.Connection, now: int) -> None:
+    """Drop the names of deleted stores whose events are all trimmed."""
+    conn.execute(f"DELETE FROM {_STALE_NAMES}")
+
 
 def _split_sql(script: str) -> list[str]:
     """Split a migration into statements (trigger bodies contain ';')."""
@@ -1137,3 +1415,23 @@ _FAST: dict[type[Any], Callable[[SqliteEngine, str, str, Any], Any]] = {
     ops.Increment: SqliteEngine._fast_increment,
     ops.Decrement: SqliteEngine._fast_increment,
 }
+
+_UnitPath = Callable[[SqliteEngine, sqlite3.Connection, Any, Any, int], Any]
+_UNIT_BASES: tuple[tuple[type[Any], _UnitPath], ...] = (
+    (ops.Set, SqliteEngine._unit_set),
+    (ops.Increment, SqliteEngine._unit_increment),  # and Decrement
+    (ops.Delete, SqliteEngine._unit_delete),
+    (ops.BatchWork, SqliteEngine._unit_batch),
+)
+_UNIT_PATHS: dict[type[Any], _UnitPath | None] = {}
+
+
+def _fast_unit(kind: type[Any]) -> _UnitPath | None:
+    """The fast path of a unit's type in `write_many` (subclasses too), or None."""
+    try:
+        return _UNIT_PATHS[kind]
+    except KeyError:
+        found = next((path for base, path in _UNIT_BASES if issubclass(kind, base)), None)
+        if len(_UNIT_PATHS) < 1000:  # a fixed set of types in practice; bounded regardless
+            _UNIT_PATHS[kind] = found
+        return found

@@ -56,11 +56,19 @@ _STDERR_LOGGING: dict[str, Any] = {
 }
 
 
+def _event_loop(loops: Any) -> Any:
+    """uvloop where it is installed (a dependency everywhere but Windows): said explicitly,
+    since granian's ``auto`` would take any other loop it finds installed first."""
+    import importlib.util
+
+    return loops.uvloop if importlib.util.find_spec("uvloop") is not None else loops.asyncio
+
+
 def serve(config: ServerConfig) -> None:
     """Run the server until SIGTERM/SIGINT (see the module docstring)."""
     import functools
 
-    from granian.constants import Interfaces
+    from granian.constants import Interfaces, Loops
     from granian.server import Server
 
     token = first_start(config)
@@ -76,6 +84,7 @@ def serve(config: ServerConfig) -> None:
         log_enabled=True,
         log_dictconfig=_STDERR_LOGGING,
         websockets=False,
+        loop=_event_loop(Loops),
     )
 
     def announce() -> None:

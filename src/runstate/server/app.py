@@ -25,9 +25,9 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
@@ -48,6 +48,7 @@ from .routes import (
     path_param_parsers,
     read_body,
 )
+from .watch import Feed, close_on_stop_signal
 from .writer import Writer
 
 __all__ = ["App", "State", "create_app", "open_engine"]
@@ -86,6 +87,7 @@ class State:
     limiter: RateLimiter | None
     metrics: Metrics
     openapi: bytes
+    feed: Feed
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
 
@@ -105,7 +107,12 @@ class _Node:
     def __init__(self) -> None:
         self.literals: dict[bytes, _Node] = {}
         self.param: _Node | None = None
-        self.routes: dict[str, tuple[Route, tuple[tuple[int, str], ...]]] = {}
+        self.routes: dict[str, tuple[Route, tuple[_Param, ...]]] = {}
+
+
+# A path parameter of a route: its segment index, name, check, and the error class for a
+# segment that is not percent-encoded UTF-8.
+_Param = tuple[int, str, Callable[[str], str], type[Error]]
 
 
 class Router:
@@ -114,37 +121,51 @@ class Router:
 
     def __init__(self, routes: tuple[Route, ...]) -> None:
         self._root = _Node()
+        parsers = path_param_parsers()
         for route in routes:
             node = self._root
-            names = []
+            names: list[_Param] = []
             for index, segment in enumerate(route.segments):
                 if segment.startswith("{"):
                     node.param = node.param or _Node()
                     node = node.param
-                    names.append((index, segment[1:-1]))
+                    name = segment[1:-1]
+                    error = InvalidKey if name == "key" else InvalidRequest
+                    names.append((index, name, parsers[name], error))
                 else:
                     node = node.literals.setdefault(segment.encode(), _Node())
             node.routes[route.method] = (route, tuple(names))
-        self._parsers = path_param_parsers()
 
     def match(self, method: str, raw_path: bytes) -> tuple[Route, dict[str, str]]:
         segments = raw_path[1:].split(b"/") if raw_path.startswith(b"/") else [raw_path]
-        node = _walk(self._root, segments, 0)
-        if node is None:
-            raise NotFound("no such path in this API (see /openapi.json)")
+        # The first path of the depth-first walk (a literal before the parameter at each
+        # segment) without recursion; only a dead end needs the backtracking walk.
+        node = self._root
+        for segment in segments:
+            child = node.literals.get(segment) or node.param
+            if child is None:
+                break
+            node = child
+        else:
+            child = node if node.routes else None
+        if child is None:
+            found_node = _walk(self._root, segments, 0)
+            if found_node is None:
+                raise NotFound("no such path in this API (see /openapi.json)")
+            node = found_node
         found = node.routes.get(method)
         if found is None:
             raise _MethodNotAllowed(list(node.routes))  # in ROUTES order
         route, names = found
-        return route, {name: self._decode(name, segments[i]) for i, name in names}
-
-    def _decode(self, name: str, raw: bytes) -> str:
-        try:
-            text = (unquote_to_bytes(raw) if b"%" in raw else raw).decode("utf-8")
-        except UnicodeDecodeError:
-            what = InvalidKey if name == "key" else InvalidRequest
-            raise what(f"the {name} in the path is not percent-encoded UTF-8") from None
-        return self._parsers[name](text)
+        params: dict[str, str] = {}
+        for index, name, parse, error in names:
+            raw = segments[index]
+            try:
+                text = (unquote_to_bytes(raw) if b"%" in raw else raw).decode("utf-8")
+            except UnicodeDecodeError:
+                raise error(f"the {name} in the path is not percent-encoded UTF-8") from None
+            params[name] = parse(text)
+        return route, params
 
 
 def _walk(node: _Node, segments: list[bytes], index: int) -> _Node | None:
@@ -190,7 +211,7 @@ async def _send(send: Send, response: Response | StreamResponse) -> None:
             {
                 "type": "http.response.start",
                 "status": response.status,
-                "headers": [(b"content-type", response.content_type)],
+                "headers": [(b"content-type", response.content_type), *response.headers],
             }
         )
         try:
@@ -202,9 +223,10 @@ async def _send(send: Send, response: Response | StreamResponse) -> None:
         return
     headers = [
         (b"content-type", response.content_type),
-        (b"content-length", str(len(response.body)).encode()),
-        *response.headers,
+        (b"content-length", b"%d" % len(response.body)),
     ]
+    if response.headers:
+        headers += response.headers
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})
 
@@ -230,11 +252,71 @@ class App:
         self._start_lock = asyncio.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "lifespan":
-            await self._lifespan(receive, send)
+        """HTTP: the request pipeline (module docstring), in this one coroutine rather than a
+        chain of them, since every level of awaiting costs again each time a request waits
+        (for its body, its write) and resumes. Lifespan: `_lifespan`."""
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self._lifespan(receive, send)
+            return
+        started = perf_counter()
+        method: str = scope["method"]
+        label = "unmatched"
+        code: str | None = None
+        try:
+            state = self.state or await self.startup()
+            raw = scope.get("raw_path")
+            if raw is None:  # a server without raw_path: re-encode the decoded path
+                raw = quote(scope["path"], safe="/").encode()
+            route, params = self._router.match(method, raw)
+            label = route.path
+            headers = dict(scope["headers"])
+            token: TokenInfo | None = None
+            if route.role is not None:
+                token = state.auth.authenticate(headers.get(b"authorization"))
+                if state.limiter is not None:
+                    state.limiter.check(token.id)
+                require_role(token, route.role)
+            query = parse_query(scope.get("query_string", b""), route.query)
+            req = Request(state, route, params, query, token, receive, headers)
+            if route.body is not None and route.body != "ndjson":
+                body = await read_body(receive, headers, state.config.max_body_bytes)
+                if not body or body.isspace():
+                    raise InvalidRequest("this request needs a JSON body")
+                req.body = decode_json(body)
+            if token is not None and "store" in params:
+                require_store(token, params["store"])
+            response = await route.handler(req)
+        except _MethodNotAllowed as exc:
+            code = InvalidRequest.code
+            response = error_response(
+                InvalidRequest(f"{method} is not allowed here", {"allowed": exc.allowed}), 405
+            )
+            response.headers.append((b"allow", ", ".join(exc.allowed).encode()))
+        except Error as exc:
+            code = exc.code
+            response = error_response(exc)
+        except Disconnected:
+            return
+        except Exception as exc:
+            error = _internal(exc)
+            code = error.code
+            response = error_response(error)
+        if self.state is not None:
+            if code is not None:
+                self.state.metrics.error(code)
+            self.state.metrics.observe(label, method, response.status, perf_counter() - started)
+        if type(response) is not Response:
+            await _send(send, response)
+            return
+        answer = [
+            (b"content-type", response.content_type),
+            (b"content-length", b"%d" % len(response.body)),
+        ]
+        if response.headers:
+            answer += response.headers
+        await send({"type": "http.response.start", "status": response.status, "headers": answer})
+        await send({"type": "http.response.body", "body": response.body})
 
     # --- lifespan ---------------------------------------------------------------------------
 
@@ -266,7 +348,13 @@ class App:
             if engine is None:
                 engine = await asyncio.to_thread(open_engine, self.config)
             metrics = Metrics()
-            writer = Writer(engine, on_commit=metrics.commit)
+            feed = Feed(engine)
+
+            def committed(units: int) -> None:
+                metrics.commit(units)
+                feed.committed(units)  # wakes this process's change-feed streams
+
+            writer = Writer(engine, on_commit=committed)
             writer.start()
             rate = self.config.rate_limit
             state = State(
@@ -277,8 +365,11 @@ class App:
                 limiter=RateLimiter(rate) if rate is not None else None,
                 metrics=metrics,
                 openapi=document_bytes(),
+                feed=feed,
             )
             state.tasks.append(asyncio.create_task(self._purge_loop(state)))
+            state.tasks.append(asyncio.create_task(feed.run()))
+            close_on_stop_signal(feed)
             self.state = state
             return state
 
@@ -286,6 +377,7 @@ class App:
         state, self.state = self.state, None
         if state is None:
             return
+        state.feed.close()
         for task in state.tasks:
             task.cancel()
         for task in state.tasks:
@@ -303,73 +395,6 @@ class App:
                 await asyncio.to_thread(state.engine.purge_expired)
             except Exception as exc:  # the next round tries again; reads never see expired rows
                 log.warning("purging expired records failed: %s", exc)
-
-    # --- requests -------------------------------------------------------------------------------
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        method: str = scope["method"]
-        label = "unmatched"
-        code: str | None = None
-        try:
-            state = self.state or await self.startup()
-            route, params = self._route(method, scope)
-            label = route.path
-            response = await self._handle(state, route, params, scope, receive)
-        except _MethodNotAllowed as exc:
-            code = InvalidRequest.code
-            response = error_response(
-                InvalidRequest(f"{method} is not allowed here", {"allowed": exc.allowed}), 405
-            )
-            response.headers.append((b"allow", ", ".join(exc.allowed).encode()))
-        except Error as exc:
-            code = exc.code
-            response = error_response(exc)
-        except Disconnected:
-            return
-        except Exception as exc:
-            error = _internal(exc)
-            code = error.code
-            response = error_response(error)
-        if self.state is not None:
-            if code is not None:
-                self.state.metrics.error(code)
-            self.state.metrics.observe(
-                label, method, response.status, time.perf_counter() - started
-            )
-        await _send(send, response)
-
-    def _route(self, method: str, scope: Scope) -> tuple[Route, dict[str, str]]:
-        raw = scope.get("raw_path")
-        if raw is None:  # a server without raw_path: re-encode the decoded path
-            raw = quote(scope["path"], safe="/").encode()
-        return self._router.match(method, raw)
-
-    async def _handle(
-        self,
-        state: State,
-        route: Route,
-        params: dict[str, str],
-        scope: Scope,
-        receive: Receive,
-    ) -> Response | StreamResponse:
-        headers = dict(scope["headers"])
-        token: TokenInfo | None = None
-        if route.role is not None:
-            token = state.auth.authenticate(headers.get(b"authorization"))
-            if state.limiter is not None:
-                state.limiter.check(token.id)
-            require_role(token, route.role)
-        query = parse_query(scope.get("query_string", b""), route.query)
-        req = Request(state, route, params, query, token, receive, headers)
-        if route.body is not None and route.body != "ndjson":
-            raw = await read_body(receive, headers, state.config.max_body_bytes)
-            if not raw.strip():
-                raise InvalidRequest("this request needs a JSON body")
-            req.body = decode_json(raw)
-        if token is not None and "store" in params:
-            require_store(token, params["store"])
-        return await route.handler(req)
 
 
 def create_app(config: Any, engine: SqliteEngine | None = None) -> App:

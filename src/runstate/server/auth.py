@@ -13,10 +13,11 @@ Token values never reach a log or an error message.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import Forbidden, RateLimited, Unauthorized
 from ..tokens import TokenInfo, hash_token
@@ -24,6 +25,7 @@ from ..tokens import TokenInfo, hash_token
 __all__ = ["Authenticator", "RateLimiter", "require_role", "require_store"]
 
 _MAX_CACHED = 10_000
+_MISSING: Any = object()
 
 
 class TokenSource(Protocol):
@@ -45,7 +47,8 @@ class Authenticator:
         self._source = source
         self._refresh = refresh
         self._monotonic = monotonic
-        self._cache: dict[str, TokenInfo | None] = {}
+        # By SHA-256 digest of the header's token bytes (never the token itself).
+        self._cache: dict[bytes, TokenInfo | None] = {}
         self._marker: int | None = None
         self._checked = -math.inf
 
@@ -72,11 +75,10 @@ class Authenticator:
         if scheme.lower() != b"bearer" or not token:
             raise Unauthorized("the Authorization header must be 'Bearer <token>'")
         self._fresh()
-        key = hash_token(token.decode("latin-1"))
-        if key in self._cache:
-            info = self._cache[key]
-        else:
-            info = self._source.token_by_hash(key)
+        key = hashlib.sha256(token).digest()
+        info: TokenInfo | None = self._cache.get(key, _MISSING)
+        if info is _MISSING:
+            info = self._source.token_by_hash(hash_token(token.decode("latin-1")))
             if len(self._cache) >= _MAX_CACHED:
                 self._cache.clear()
             self._cache[key] = info

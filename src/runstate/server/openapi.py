@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from .. import __version__, ops
+from .. import __version__, actions, ops
 from ..errors import ERRORS
 from ..model import INT64_MAX, INT64_MIN, MAX_DEPTH, MAX_PAGE
 from ..tokens import ROLES
@@ -258,10 +258,76 @@ def _schemas() -> dict[str, Any]:
         "Revoked": _object({"revoked": {"const": True}}, ("revoked",)),
         "Health": _object({"status": {"const": "ok"}}, ("status",)),
     }
-    return {**SCALARS, **bodies_and_results, **op_names}
+    return {**SCALARS, **bodies_and_results, **op_names, **_action_schemas()}
+
+
+# An action input's JSON schema by its catalogue type; null is "not given" (but for a value).
+_INPUT_SCHEMAS: dict[str, dict[str, Any]] = {
+    "string": {"type": "string"},
+    "integer": _ref("Int64"),
+    "boolean": _ref("Boolean"),
+    "json": _ref("Value"),
+    "string_list": {"type": "array", "items": {"type": "string"}},
+    "json_list": {"type": "array", "items": _ref("Value")},
+    "object": {"type": "object", "additionalProperties": _ref("Value")},
+}
+
+
+def _input_schema(spec: actions.Input) -> dict[str, Any]:
+    schema = dict(_INPUT_SCHEMAS[spec.type])
+    if spec.name != "value" and not spec.required:
+        schema = {"anyOf": [schema, {"type": "null"}]}
+    schema["description"] = spec.description
+    if spec.default is not None:
+        schema["default"] = spec.default
+    return schema
+
+
+def _action_schemas() -> dict[str, Any]:
+    """From the catalogue of `runstate.actions`: each action's inputs (``Action.{name}``),
+    the names, the catalogue and the answer."""
+    per_action = {
+        f"Action.{action.name}": _object(
+            {spec.name: _input_schema(spec) for spec in action.inputs},
+            tuple(spec.name for spec in action.inputs if spec.required),
+            f"{action.title}: {action.description}",
+        )
+        for action in actions.CATALOGUE
+    }
+    spec_fields: dict[str, Any] = {
+        "name": {"type": "string"},
+        "label": {"type": "string"},
+        "description": {"type": "string"},
+        "type": {"enum": list(actions.INPUT_TYPES)},
+        "required": {"type": "boolean"},
+        "default": _ref("Value"),
+    }
+    action_fields: dict[str, Any] = {
+        "name": _ref("ActionName"),
+        "title": {"type": "string"},
+        "description": {"type": "string"},
+        "inputs": {"type": "array", "items": _object(spec_fields, tuple(spec_fields))},
+    }
+    return {
+        "ActionName": {"enum": [action.name for action in actions.CATALOGUE]},
+        "ActionList": _object(
+            {"actions": {"type": "array", "items": _object(action_fields, tuple(action_fields))}},
+            ("actions",),
+        ),
+        "ActionInputs": {
+            "type": "object",
+            "description": "The action's inputs: the schema Action.{action} of the action named "
+            "in the path (a missing required input or an unknown one is invalid_request)",
+        },
+        "ActionResult": _object(
+            {"result": _ref("Value")}, ("result",), "The result of the action's operation"
+        ),
+        **per_action,
+    }
 
 
 _PATH_SCHEMAS = {
+    "action": "ActionName",
     "store": "StoreName",
     "key": "Key",
     "workflow": "Workflow",

@@ -11,6 +11,7 @@ the group-commit writer (writes).
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,8 +20,8 @@ from urllib.parse import unquote_to_bytes
 
 import orjson
 
-from .. import ops
-from ..engine.base import Txn
+from .. import actions, ops
+from ..engine.base import Row
 from ..errors import Error, Forbidden, InvalidRequest, NotFound, ValueTooLarge
 from ..model import (
     check_key,
@@ -33,6 +34,8 @@ from ..model import (
 from ..tokens import DEFAULT_WORKSPACE, TokenInfo, check_workspace_name, issue_token
 from ..transfer import export_line, importer, parse_line
 from .auth import require_role, require_store
+from .watch import event_stream
+from .writer import Work
 
 if TYPE_CHECKING:
     from .app import State
@@ -41,6 +44,7 @@ __all__ = ["ROUTES", "Param", "Request", "Response", "Route", "StreamResponse"]
 
 JSON = b"application/json"
 NDJSON = b"application/x-ndjson"
+EVENT_STREAM = b"text/event-stream"
 
 
 # --- requests and responses -------------------------------------------------------------------
@@ -59,6 +63,7 @@ class StreamResponse:
     status: int
     chunks: AsyncIterator[bytes]
     content_type: bytes = NDJSON
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -186,12 +191,7 @@ async def body_chunks(
 ) -> AsyncIterator[bytes]:
     """The request body as it arrives. A Content-Length over `limit` is refused before any of
     the body is read, and a body without one (chunked) as soon as it passes `limit`."""
-    declared = headers.get(b"content-length")
-    if declared is not None:
-        if not declared.isdigit() or len(declared) > 18:
-            raise InvalidRequest("Content-Length must be a number of bytes")
-        if int(declared) > limit:
-            raise _too_large(limit)
+    _check_length(headers, limit)
     total = 0
     while True:
         message = await receive()
@@ -207,24 +207,55 @@ async def body_chunks(
             return
 
 
+def _check_length(headers: Mapping[bytes, bytes], limit: int) -> int | None:
+    """The declared Content-Length (None for a chunked body), refused over `limit`."""
+    declared = headers.get(b"content-length")
+    if declared is None:
+        return None
+    if not declared.isdigit() or len(declared) > 18:
+        raise InvalidRequest("Content-Length must be a number of bytes")
+    length = int(declared)
+    if length > limit:
+        raise _too_large(limit)
+    return length
+
+
 async def read_body(
     receive: Callable[[], Awaitable[dict[str, Any]]], headers: Mapping[bytes, bytes], limit: int
 ) -> bytes:
-    return b"".join([chunk async for chunk in body_chunks(receive, headers, limit)])
+    """The whole body, with the checks of `body_chunks`, read without an async generator. Once
+    the declared Content-Length has arrived the body is complete (the HTTP framing allows no
+    more): it is not waited on for the closing empty message some servers send (granian's
+    costs a round trip to its I/O thread)."""
+    declared = _check_length(headers, limit)
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Disconnected
+        chunk = message.get("body", b"")
+        total += len(chunk)
+        if total > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+        if total == declared or not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def fields(body: Any, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict[str, Any]:
     """A JSON object body with only `allowed` fields and every `required` one."""
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
+    if not set(body).issubset(allowed):
+        unknown = sorted(set(body) - set(allowed))
         raise InvalidRequest(
             f"unknown field {unknown[0][:100]!r}", {"unknown": [u[:100] for u in unknown]}
         )
-    missing = [name for name in required if name not in body]
-    if missing:
-        raise InvalidRequest(f"the body needs {missing[0]!r}", {"missing": missing})
+    for name in required:
+        if name not in body:
+            missing = [name for name in required if name not in body]
+            raise InvalidRequest(f"the body needs {missing[0]!r}", {"missing": missing})
     return body
 
 
@@ -290,8 +321,10 @@ def _read(req: Request, op: ops.Op) -> Any:
     return req.state.engine.execute(req.workspace, req.store, op)
 
 
-async def _write(req: Request, fn: Callable[[Txn], Any]) -> Any:
-    return await req.state.writer.submit(req.workspace, req.store, fn)
+def _write(req: Request, work: Work) -> Awaitable[Any]:
+    """Run `work` (a function of a `Txn`, an op or a batch) in the group-commit writer; await
+    the answer for its result."""
+    return req.state.writer.submit(req.workspace, req.store, work)
 
 
 async def list_records(req: Request) -> Response:
@@ -305,7 +338,7 @@ async def list_keys(req: Request) -> Response:
 
 
 async def clear_records(req: Request) -> Response:
-    return json_response({"deleted": await _write(req, ops.Clear().run)})
+    return json_response({"deleted": await _write(req, ops.Clear())})
 
 
 def _no_record(req: Request, key: str) -> NotFound:
@@ -320,18 +353,33 @@ async def get_record(req: Request) -> Response:
     return Response(200, row.to_json_bytes())
 
 
+class _PutRecord(ops.Set):
+    """PUT's set: it answers the stored row, whose JSON splices in the encoded value (the same
+    bytes a decode and re-encode of the `Record` would give)."""
+
+    @staticmethod
+    def answer_row(row: Row) -> Row:
+        return row
+
+
+_PUT_FIELDS = ("value", "ttl", "if_version")
+_DELETED = b'{"deleted":true}'
+
+
 async def put_record(req: Request) -> Response:
-    body = fields(req.body, ("value", "ttl", "if_version"), ("value",))
-    op = ops.Set(req.params["key"], body["value"], body.get("ttl"), body.get("if_version"))
-    record = await _write(req, op.run)
-    return json_response(record.to_json())
+    body = req.body
+    if type(body) is not dict or len(body) != 1 or "value" not in body:
+        body = fields(body, _PUT_FIELDS, ("value",))
+    op = _PutRecord(req.params["key"], body["value"], body.get("ttl"), body.get("if_version"))
+    row: Row = await _write(req, op)
+    return Response(200, row.to_json_bytes())
 
 
 async def delete_record(req: Request) -> Response:
     op = ops.Delete(req.params["key"], req.query.get("if_version"))
-    if not await _write(req, op.run):
+    if not await _write(req, op):
         raise _no_record(req, op.key)
-    return json_response({"deleted": True})
+    return Response(200, _DELETED)
 
 
 def _parse_all(items: Any, what: str, limit: int, parse: Callable[[Any], Any]) -> list[Any]:
@@ -356,7 +404,7 @@ async def batch(req: Request) -> Response:
     batch_ops: list[ops.Op] = _parse_all(body.get("ops", []), "ops", ops.MAX_BATCH, ops.parse_op)
     if any(op.writes for op in batch_ops):
         req.require("write")
-        results = await _write(req, lambda tx: ops.run_batch(tx, checks, batch_ops))
+        results = await _write(req, ops.BatchWork(checks, batch_ops))
     else:
         engine = req.state.engine
         results = engine.batch(req.workspace, req.store, checks, batch_ops)
@@ -411,11 +459,15 @@ async def import_records(req: Request) -> Response:
 # --- workspace: usage and tokens ----------------------------------------------------------------
 
 
-async def usage(req: Request) -> Response:
+async def _usage(req: Request) -> dict[str, Any]:
     found = await asyncio.to_thread(req.state.engine.usage, req.workspace)
     data = found.to_json()
     data["stores"] = _visible(req, found.stores)
-    return json_response(data)
+    return data
+
+
+async def usage(req: Request) -> Response:
+    return json_response(await _usage(req))
 
 
 def _token_workspace(req: Request, asked: Any) -> str:
@@ -468,6 +520,56 @@ async def revoke_token(req: Request) -> Response:
         raise NotFound(f"no token with id {token_id[:100]!r}", {"id": token_id[:100]})
     req.state.auth.forget()  # at once in this process; other processes within a second
     return json_response({"revoked": True})
+
+
+# --- pre-built actions and the change feed ------------------------------------------------------
+
+
+async def list_actions(req: Request) -> Response:
+    return Response(200, _catalogue())
+
+
+@functools.cache
+def _catalogue() -> bytes:
+    return orjson.dumps({"actions": [action.to_json() for action in actions.CATALOGUE]})
+
+
+async def run_action(req: Request) -> Response:
+    """The action's plan (`runstate.actions`), with the role and store list applied to what
+    it does: a read on the engine, a write through the group-commit writer."""
+    plan = actions.find(req.params["action"]).plan(req.body)
+    if plan.writes:
+        req.require("write")
+    if plan.op is None or plan.store is None:
+        return json_response({"result": await _usage(req)})
+    assert req.token is not None
+    require_store(req.token, plan.store)
+    if plan.op.writes:
+        result = await req.state.writer.submit(req.workspace, plan.store, plan.op)
+    else:
+        engine = req.state.engine
+        result = await asyncio.to_thread(engine.execute, req.workspace, plan.store, plan.op)
+    return json_response({"result": plan.answer(result)})
+
+
+async def watch_store(req: Request) -> StreamResponse:
+    """Server-Sent Events of the store's changes from now, or past ``Last-Event-ID``."""
+    resume = req.headers.get(b"last-event-id", b"").strip()
+    if resume and not (resume.isdigit() and len(resume) <= 19):
+        raise InvalidRequest("Last-Event-ID must be the id of an event (an integer)")
+    engine, state = req.state.engine, req.state
+    position = int(resume) if resume else engine.latest_seq()
+    chunks = event_stream(
+        state.feed,
+        engine,
+        req.workspace,
+        req.store,
+        req.query.get("prefix"),
+        position,
+        req.receive,
+        state.config.watch_heartbeat,
+    )
+    return StreamResponse(200, chunks, EVENT_STREAM, [(b"cache-control", b"no-cache")])
 
 
 # --- service ----------------------------------------------------------------------------------
@@ -561,7 +663,9 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/stores/{store}/batch", batch, "batch",
           "Checks and operations as one transaction", "read", (200, "BatchResult"), _WRITE,
           body="Batch"),
-    # GET /v1/stores/{store}/watch (Server-Sent Events) comes with the change-feed issue.
+    Route("GET", "/v1/stores/{store}/watch", watch_store, "watchStore",
+          "Server-Sent Events: every change of the store from now (or past Last-Event-ID)",
+          "read", (200, "text/event-stream"), _STORE, query=(PREFIX,)),
     Route("GET", "/v1/stores/{store}/export", export_records, "exportRecords",
           "Every record as NDJSON lines {key, value, expires_at}", "read",
           (200, "application/x-ndjson"), _STORE),
@@ -570,7 +674,12 @@ ROUTES: tuple[Route, ...] = (
           (200, "ImportResult"), _WRITE, body="ndjson"),
     Route("GET", "/v1/usage", usage, "usage", "The workspace's usage against its quota",
           "read", (200, "Usage"), _AUTH, tag="workspace"),
-    # GET /v1/actions and POST /v1/actions/{action} come with the actions issue.
+    Route("GET", "/v1/actions", list_actions, "listActions",
+          "The catalogue of pre-built actions", "read", (200, "ActionList"), _AUTH,
+          tag="actions"),
+    Route("POST", "/v1/actions/{action}", run_action, "runAction",
+          "Run a pre-built action (read role, or write if it writes)", "read",
+          (200, "ActionResult"), (*_WRITE, 404), body="ActionInputs", tag="actions"),
     Route("GET", "/v1/tokens", list_tokens, "listTokens", "The workspace's live tokens",
           "admin", (200, "TokenList"), _AUTH, query=(WORKSPACE,), tag="workspace"),
     Route("POST", "/v1/tokens", create_token, "createToken",
@@ -594,7 +703,12 @@ def path_param_parsers() -> Mapping[str, Callable[[str], str]]:
         "key": check_key,
         "workflow": check_workflow,
         "token_id": _token_id,
+        "action": _action_name,
     }
+
+
+def _action_name(text: str) -> str:
+    return text  # an unknown action is 404 in the handler
 
 
 def _token_id(text: str) -> str:

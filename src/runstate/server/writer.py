@@ -29,12 +29,16 @@ from typing import Any, Protocol
 
 from ..engine.base import Txn
 from ..errors import Error, Unavailable
+from ..ops import BatchWork, Op
 
 __all__ = ["GroupEngine", "Writer"]
 
 log = logging.getLogger("runstate.server")
 
-Unit = tuple[str, str, Callable[[Txn], Any]]
+# What a unit runs: a function of a `Txn`, or an op or batch (which an engine may run by a fast
+# path of its own, with the op's `run` as the definition).
+Work = Callable[[Txn], Any] | Op | BatchWork
+Unit = tuple[str, str, Work]
 
 
 class GroupEngine(Protocol):
@@ -92,8 +96,10 @@ class Writer:
                 )
                 self._thread.start()
 
-    async def submit(self, workspace: str, store: str, fn: Callable[[Txn], Any]) -> Any:
-        """Run `fn` in a write transaction on `store`; returns its result once committed."""
+    def submit(self, workspace: str, store: str, fn: Work) -> asyncio.Future[Any]:
+        """Queue `fn` to run in a write transaction on `store` (on the running event loop):
+        await the answer for its result once committed. A plain function returning the future,
+        not a coroutine: one level less to suspend and resume for every write."""
         if self._closed:
             raise Unavailable("the server is shutting down; try again", {"reason": "shutdown"})
         if self._thread is None:
@@ -101,7 +107,7 @@ class Writer:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.put(_Job((workspace, store, fn), future, loop))
-        return await future
+        return future
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Stop taking work, run everything already queued, and stop the thread."""
