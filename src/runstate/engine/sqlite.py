@@ -245,44 +245,33 @@ RETURNING version, created_at, expires_at
 """
 # A stored JSON text made only of digits and '-' is an integer; SQLite turns an integer sum that
 # overflows 64 bits into a REAL, which the typeof() test refuses.
+_INCREMENT_CONFLICT = """
+ON CONFLICT (store_id, key) DO UPDATE SET
+    value = CASE WHEN records.expires_at <= ?4 THEN excluded.value
+                 ELSE CAST(CAST(CAST(records.value AS INTEGER) + ?3 AS TEXT) AS BLOB) END,
+    version = excluded.version,
+    updated_at = excluded.updated_at,
+    expires_at = CASE WHEN records.expires_at <= ?4 THEN excluded.expires_at
+                      ELSE records.expires_at END,
+    created_at = CASE WHEN records.expires_at <= ?4 THEN excluded.created_at
+                      ELSE records.created_at END
+WHERE records.expires_at <= ?4
+   OR (CAST(records.value AS TEXT) NOT GLOB '*[^0-9-]*'
+       AND typeof(CAST(records.value AS INTEGER) + ?3) = 'integer')
+RETURNING value
+"""
 _FAST_INCREMENT = f"""
 INSERT INTO records (store_id, key, value, version, created_at, updated_at, expires_at)
 SELECT id, ?2, CAST(CAST(?3 AS TEXT) AS BLOB), (SELECT max(seq) + 1 FROM events), ?4, ?4,
        {_DEFAULT_EXPIRY}
 FROM stores WHERE workspace_id = ?1 AND name = ?5
-ON CONFLICT (store_id, key) DO UPDATE SET
-    value = CASE WHEN records.expires_at <= ?4 THEN excluded.value
-                 ELSE CAST(CAST(CAST(records.value AS INTEGER) + ?3 AS TEXT) AS BLOB) END,
-    version = excluded.version,
-    updated_at = excluded.updated_at,
-    expires_at = CASE WHEN records.expires_at <= ?4 THEN excluded.expires_at
-                      ELSE records.expires_at END,
-    created_at = CASE WHEN records.expires_at <= ?4 THEN excluded.created_at
-                      ELSE records.created_at END
-WHERE records.expires_at <= ?4
-   OR (CAST(records.value AS TEXT) NOT GLOB '*[^0-9-]*'
-       AND typeof(CAST(records.value AS INTEGER) + ?3) = 'integer')
-RETURNING value
-"""
+{_INCREMENT_CONFLICT}"""
 _DELETE_IN_STORE = "DELETE FROM records WHERE store_id = ? AND key = ? RETURNING expires_at"
 # `_FAST_INCREMENT` in a store whose id (?1) the caller knows; ?5: a new record's expiry.
-_INCREMENT_IN_STORE = """
+_INCREMENT_IN_STORE = f"""
 INSERT INTO records (store_id, key, value, version, created_at, updated_at, expires_at)
 VALUES (?1, ?2, CAST(CAST(?3 AS TEXT) AS BLOB), (SELECT max(seq) + 1 FROM events), ?4, ?4, ?5)
-ON CONFLICT (store_id, key) DO UPDATE SET
-    value = CASE WHEN records.expires_at <= ?4 THEN excluded.value
-                 ELSE CAST(CAST(CAST(records.value AS INTEGER) + ?3 AS TEXT) AS BLOB) END,
-    version = excluded.version,
-    updated_at = excluded.updated_at,
-    expires_at = CASE WHEN records.expires_at <= ?4 THEN excluded.expires_at
-                      ELSE records.expires_at END,
-    created_at = CASE WHEN records.expires_at <= ?4 THEN excluded.created_at
-                      ELSE records.created_at END
-WHERE records.expires_at <= ?4
-   OR (CAST(records.value AS TEXT) NOT GLOB '*[^0-9-]*'
-       AND typeof(CAST(records.value AS INTEGER) + ?3) = 'integer')
-RETURNING value
-"""
+{_INCREMENT_CONFLICT}"""
 _GET_VALUE = (
     "SELECT value FROM records "
     "WHERE store_id = (SELECT id FROM stores WHERE workspace_id = ? AND name = ?) "
