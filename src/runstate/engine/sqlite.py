@@ -210,9 +210,8 @@ MIGRATIONS: list[tuple[str, str]] = [
     ),
 ]
 
-_PUT = """
-INSERT INTO records (store_id, key, value, version, created_at, updated_at, expires_at)
-VALUES (?1, ?2, ?3, (SELECT max(seq) + 1 FROM events), ?4, ?4, ?5)
+# A set replaces value, version and expiry; created_at is kept unless the old row had expired.
+_SET_CONFLICT = """
 ON CONFLICT (store_id, key) DO UPDATE SET
     value = excluded.value,
     version = excluded.version,
@@ -220,7 +219,11 @@ ON CONFLICT (store_id, key) DO UPDATE SET
     expires_at = excluded.expires_at,
     created_at = CASE WHEN records.expires_at <= excluded.updated_at
                       THEN excluded.created_at ELSE records.created_at END
-RETURNING version, created_at
+"""
+_PUT = f"""
+INSERT INTO records (store_id, key, value, version, created_at, updated_at, expires_at)
+VALUES (?1, ?2, ?3, (SELECT max(seq) + 1 FROM events), ?4, ?4, ?5)
+{_SET_CONFLICT}RETURNING version, created_at
 """
 # Fast paths: one statement each, run in autocommit (its own transaction). Each returns no row
 # where it cannot decide on its own (store missing, not an integer, overflow), and the caller
@@ -234,14 +237,7 @@ INSERT INTO records (store_id, key, value, version, created_at, updated_at, expi
 SELECT id, ?2, ?3, (SELECT max(seq) + 1 FROM events), ?4, ?4,
        CASE WHEN ?5 IS NOT NULL THEN ?5 ELSE {_DEFAULT_EXPIRY} END
 FROM stores WHERE workspace_id = ?1 AND name = ?6
-ON CONFLICT (store_id, key) DO UPDATE SET
-    value = excluded.value,
-    version = excluded.version,
-    updated_at = excluded.updated_at,
-    expires_at = excluded.expires_at,
-    created_at = CASE WHEN records.expires_at <= excluded.updated_at
-                      THEN excluded.created_at ELSE records.created_at END
-RETURNING version, created_at, expires_at
+{_SET_CONFLICT}RETURNING version, created_at, expires_at
 """
 # A stored JSON text made only of digits and '-' is an integer; SQLite turns an integer sum that
 # overflows 64 bits into a REAL, which the typeof() test refuses.

@@ -120,14 +120,7 @@ class Writer:
         if thread is not None:
             thread.join(timeout)
         # A submit that raced with close: refuse it rather than leave it waiting forever.
-        refused: list[_Job] = []
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is not _STOP:
-                refused.append(job)
+        refused = self._drain()
         self._hand_back(
             refused, [Unavailable("the server is shutting down; try again")] * len(refused)
         )
@@ -153,16 +146,20 @@ class Writer:
             self._commit(group)
         # Whatever arrived between the stop marker and now was submitted before `close`
         # returned to its caller's check; run it too.
-        rest: list[_Job] = []
+        rest = self._drain()
+        if rest:
+            self._commit(rest)
+
+    def _drain(self) -> list[_Job]:
+        """Every job still queued (stop markers dropped), without waiting."""
+        jobs: list[_Job] = []
         while True:
             try:
                 job = self._queue.get_nowait()
             except queue.Empty:
-                break
+                return jobs
             if job is not _STOP:
-                rest.append(job)
-        if rest:
-            self._commit(rest)
+                jobs.append(job)
 
     def _commit(self, group: list[_Job]) -> None:
         results = self._write(group)
