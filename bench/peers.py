@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Literal
 
 __all__ = [
     "PEERS",
+    "REDIS_PEERS",
     "Kind",
     "Peer",
     "PeerSpec",
@@ -108,11 +109,12 @@ def _python_object(kind: Kind, value: Any) -> Any:
 class RunstatePeer(Peer):
     name = "runstate"
     note = 'runstate.open(path, durability="fast") (WAL, synchronous=NORMAL), one store.'
+    durability = "fast"
 
     def __init__(self, directory: str) -> None:
         runstate: Any = importlib.import_module("runstate")
         path = os.path.join(directory, "runstate.db")
-        self._db = runstate.open(path, durability="fast", quota_bytes=_RUNSTATE_QUOTA)
+        self._db = runstate.open(path, durability=self.durability, quota_bytes=_RUNSTATE_QUOTA)
         self._store = self._db.store("bench")
 
     def get(self, key: str, arg: Any) -> Any:
@@ -136,6 +138,15 @@ class RunstatePeer(Peer):
 
     def close(self) -> None:
         self._db.close()
+
+
+class RunstateDurablePeer(RunstatePeer):
+    name = "runstate-durable"
+    note = (
+        'runstate.open(path, durability="durable") (WAL, synchronous=FULL: fsync before each '
+        "write returns), one store."
+    )
+    durability = "durable"
 
 
 class DiskcachePeer(Peer):
@@ -296,32 +307,55 @@ class RedisPeer(Peer):
         self._client.close()
 
 
+class RedisFsyncPeer(RedisPeer):
+    name = "redis-fsync"
+    note = (
+        "redis-py Redis() against a local redis-server with its append-only file fsynced "
+        "before each reply (appendonly yes, appendfsync always): the durable rows' peer."
+    )
+
+
 PEERS: dict[str, type[Peer]] = {
-    peer.name: peer for peer in (RunstatePeer, DiskcachePeer, SqlitedictPeer, RedisPeer)
+    peer.name: peer
+    for peer in (
+        RunstatePeer,
+        RunstateDurablePeer,
+        DiskcachePeer,
+        SqlitedictPeer,
+        RedisPeer,
+        RedisFsyncPeer,
+    )
 }
+# The peers that need a Redis server, and whether it fsyncs its append-only file.
+REDIS_PEERS = {"redis": False, "redis-fsync": True}
 
 
 def open_peer(spec: PeerSpec) -> Peer:
     return PEERS[spec.name](spec.location)
 
 
+def _module(name: str) -> str:
+    """The module (and distribution) a peer is measured through: its name up to any '-'."""
+    return name.split("-")[0]
+
+
 def unavailable(name: str) -> str | None:
     """Why the peer cannot be measured here, or None if it can. (Each peer's module and
-    distribution are named like the peer.)"""
+    distribution are named like the peer, up to a '-' naming its variant.)"""
     try:
-        module = importlib.import_module(name)
+        module = importlib.import_module(_module(name))
     except ImportError as exc:
-        return f"{name} is not installed ({exc})"
-    if name == "runstate" and not callable(getattr(module, "open", None)):
+        return f"{_module(name)} is not installed ({exc})"
+    if name.startswith("runstate") and not callable(getattr(module, "open", None)):
         return "runstate.open() does not exist yet"
     return None
 
 
 def peer_version(name: str) -> str:
     try:
-        return importlib.metadata.version(name)
+        return importlib.metadata.version(_module(name))
     except importlib.metadata.PackageNotFoundError:
-        return str(getattr(importlib.import_module(name), "__version__", "?"))
+        return str(getattr(importlib.import_module(_module(name)), "__version__", "?"))
 
 
 def _free_port() -> int:
@@ -344,10 +378,11 @@ class RedisServer:
 
     `url` is None when there is no Redis to measure; `origin` says which case held."""
 
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(self, url: str | None = None, *, fsync: bool = False) -> None:
         self.url: str | None = None
         self.origin = ""
         self.owned = False
+        self.fsync = fsync
         self._process: subprocess.Popen[bytes] | None = None
         self._dir: str | None = None
         if url:
@@ -356,6 +391,9 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if binary:
             self._start(binary)
+            return
+        if fsync:  # an existing server's persistence is not ours to choose
+            self.origin = "no redis-server binary to start one that fsyncs"
             return
         if _reachable("127.0.0.1", 6379):
             self.url, self.origin = "redis://127.0.0.1:6379/0", "existing server at 127.0.0.1:6379"
@@ -375,7 +413,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.fsync else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 self._dir,
                 "--daemonize",
@@ -391,7 +431,8 @@ class RedisServer:
                 return
             if _reachable("127.0.0.1", port):
                 self.url = f"redis://127.0.0.1:{port}/0"
-                self.origin = f"own redis-server on 127.0.0.1:{port} (in memory)"
+                kept = "append-only file fsynced per write" if self.fsync else "in memory"
+                self.origin = f"own redis-server on 127.0.0.1:{port} ({kept})"
                 self.owned = True
                 return
             time.sleep(0.05)

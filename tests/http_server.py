@@ -29,7 +29,6 @@ import httpx
 import uvicorn
 
 from runstate.config import ServerConfig
-from runstate.engine.sqlite import SqliteEngine
 from runstate.server import create_app
 from runstate.server.app import App, open_engine
 from runstate.tokens import issue_token
@@ -59,7 +58,7 @@ class _Server(uvicorn.Server):
 class Served:
     """A running server: its base `url`, its `engine`, and an `admin_token` of ``default``."""
 
-    def __init__(self, app: App, engine: SqliteEngine, server: uvicorn.Server, thread: Any):
+    def __init__(self, app: App, engine: Any, server: uvicorn.Server, thread: Any):
         self.app = app
         self.engine = engine
         self._server = server
@@ -109,9 +108,12 @@ def start_server(
     clock: Callable[[], float] | None = None,
     **settings: Any,
 ) -> Served:
-    """Open ``directory/state.db`` and serve it; returns once the server accepts requests."""
+    """Open ``directory/state.db`` (or the database URL `db=`, e.g. PostgreSQL) and serve it;
+    returns once the server accepts requests."""
     settings.setdefault("purge_interval", 3600.0)
-    config = ServerConfig(db=str(Path(directory) / "state.db"), port=0, clock=clock, **settings)
+    settings.setdefault("db", str(Path(directory) / "state.db"))
+    settings.setdefault("pool_size", 4)
+    config = ServerConfig(port=0, clock=clock, **settings)
     engine = open_engine(config)
     app = create_app(config, engine)
     server = _Server(

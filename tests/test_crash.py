@@ -1,16 +1,21 @@
 """QUALITY R1 at CI size: `kill -9` of `runstate serve` under a write load, restart, verify.
 
-A real server runs as a subprocess (`runstate serve --durability durable` on a temporary SQLite
-file and a free loopback port); client threads write through HTTP with `runstate.connect`,
-each on keys of its own (plus one counter they share), recording what the server acknowledged
-and what was in flight when the connection broke. Each cycle kills the server's whole process
-group with SIGKILL in the middle of the load, restarts it, and checks through HTTP:
+A real server runs as a subprocess (`runstate serve --durability durable` on a free loopback
+port, on each backend of `served_process.SERVER_BACKENDS`: a temporary SQLite file, and a fresh
+PostgreSQL database once that backend is listed in conftest); client threads write through
+HTTP with `runstate.connect`, each on keys of its own (plus one counter they share), recording
+what the server acknowledged and what was in flight when the connection broke. Each cycle kills
+the server's whole process group with SIGKILL in the middle of the load, restarts it, and
+checks through HTTP:
 
 - no acknowledged write is lost, and no value appears that was never written;
 - a counter is between its acknowledged increments and those plus the ones in flight;
 - a list holds every acknowledged append once, in order, and nothing never appended;
 - a set holds every acknowledged member and nothing never added;
-- ``PRAGMA integrity_check`` is ``ok`` and the restart took < 5 s.
+- the usage equals a record-by-record recount, and a new write's version is above every
+  version acknowledged before the kill (versions are never reused);
+- the database's integrity check is ``ok`` (SQLite: ``PRAGMA integrity_check``) and every
+  restart took < 5 s.
 
 What the server did with an in-flight write is then known, so the model takes the observed
 state as its new starting point for the next cycle.
@@ -20,13 +25,9 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import socket
-import sqlite3
-import subprocess
-import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,87 +35,19 @@ from typing import Any
 import pytest
 
 import runstate
+from conftest import encoded
+from served_process import ServerDatabase, ServerProcess, soak
+from served_process import server_database as server_database  # the fixture
 
 pytestmark = pytest.mark.slow
 
-CYCLES = int(os.environ.get("RUNSTATE_CRASH_CYCLES", "20"))
+# QUALITY R1: >= 20 cycles at CI size; `make soak` runs 80 (RUNSTATE_CRASH_CYCLES overrides).
+CYCLES = int(os.environ.get("RUNSTATE_CRASH_CYCLES", soak(20, 80)))
 THREADS = 6
 LOAD_SECONDS = (0.3, 0.7)  # how long the load runs before each kill (uniform)
 RESTART_LIMIT = 5.0
 STORE = "crash"
 PAD = "x" * 64
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
-    """`runstate serve` in its own process group, so SIGKILL reaches its worker processes."""
-
-    def __init__(self, db: Path, log: Path) -> None:
-        self.db = db
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-        self.url = ""
-        self.admin_token: str | None = None
-
-    def start(self) -> float:
-        """Start and wait until /healthz answers; the seconds that took."""
-        import httpx
-
-        port = _free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        command = [
-            sys.executable, "-c", "import sys; from runstate.cli import main; sys.exit(main())",
-            "serve", "--db", str(self.db), "--port", str(port), "--durability", "durable",
-        ]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTATE_")}
-        began = time.monotonic()
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-        deadline = began + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"runstate serve exited: {self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.02)
-        else:
-            raise AssertionError(f"runstate serve did not answer: {self.log.read_text()[-3000:]}")
-        elapsed = time.monotonic() - began
-        if self.admin_token is None:
-            self.admin_token = self._printed_token()
-        return elapsed
-
-    def _printed_token(self) -> str:
-        for line in self.log.read_text(errors="replace").splitlines():
-            if line.startswith("admin token: "):
-                return line.split(": ", 1)[1].strip()
-        raise AssertionError("the first start printed no 'admin token: ...' line")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait(timeout=10)
-        self.process = None
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.kill()
-
-    def connect(self) -> Any:
-        return runstate.connect(self.url, token=self.admin_token, timeout=5)
 
 
 @dataclass
@@ -135,6 +68,7 @@ class Model:
     members_acked: set[int] = field(default_factory=set)
     members_sent: set[int] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
+    top_version: int = 0  # the highest version an acknowledged set answered
     acknowledged: int = 0  # writes the server acknowledged, over all cycles
     cut_off: int = 0  # writes in flight when the server was killed
 
@@ -156,8 +90,9 @@ def _one_write(store: Any, model: Model, kind: str) -> None:
     if kind == "set":
         model.set_attempted = n
         model.set_history.add(n)
-        store.set(keys["set"], {"t": model.thread, "n": n, "pad": PAD})
+        record = store.set(keys["set"], {"t": model.thread, "n": n, "pad": PAD})
         model.set_acked = n
+        model.top_version = max(model.top_version, record.version)
     elif kind == "increment":
         model.counter_in_flight += 1
         store.increment(keys["counter"])
@@ -203,7 +138,7 @@ def _verify(db: Any, models: list[Model]) -> None:
     shared_high = shared_low + sum(m.shared_in_flight for m in models)
     shared = store.get("counter/shared", 0)
     assert shared_low <= shared <= shared_high, (shared_low, shared, shared_high)
-    known = {"counter/shared"}
+    known = {"counter/shared", "probe"}
     for model in models:
         assert not model.errors, model.errors
         keys = model.keys
@@ -235,6 +170,13 @@ def _verify(db: Any, models: list[Model]) -> None:
         assert model.members_acked <= members, f"acknowledged members lost: {keys['set_members']}"
         model.members_acked = members
     assert set(store.keys()) <= known, "keys that were never written"
+    usage = db.usage()
+    records = list(store.records())
+    size = sum(len(r.key.encode()) + len(encoded(r.value).encode()) for r in records)
+    assert (usage.records, usage.bytes) == (len(records), size), "usage differs from a recount"
+    # versions are never reused, not even after a crash: a new write goes past every one seen
+    top = max(m.top_version for m in models)
+    assert store.set("probe", top).version > top, "a version was reused after the restart"
     # the shared counter's in-flight increments are settled too
     for model in models:
         model.shared_in_flight = 0
@@ -243,25 +185,13 @@ def _verify(db: Any, models: list[Model]) -> None:
         models[0].shared_acked += surplus
 
 
-def _integrity(path: Path) -> str:
-    conn = sqlite3.connect(path, timeout=30)
-    try:
-        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
-    finally:
-        conn.close()
-
-
 @pytest.fixture
-def server(tmp_path: Path) -> Any:
-    pytest.importorskip("runstate.server", reason="the HTTP server has not landed")
-    if not hasattr(runstate, "connect"):
-        pytest.skip("the remote client has not landed")
-    served = Server(tmp_path / "crash.db", tmp_path / "serve.log")
-    yield served
-    served.stop()
+def server(server_database: ServerDatabase, tmp_path: Path) -> Iterator[ServerProcess]:
+    with ServerProcess(server_database.url, tmp_path / "serve.log") as served:
+        yield served
 
 
-def test_kill_9_under_write_load_loses_no_acknowledged_write(server):
+def test_kill_9_under_write_load_loses_no_acknowledged_write(server, server_database):
     models = [Model(t) for t in range(THREADS)]
     restarts = [server.start()]
     rng = random.Random(1)
@@ -285,7 +215,7 @@ def test_kill_9_under_write_load_loses_no_acknowledged_write(server):
         restarts.append(server.start())
         with server.connect() as db:
             _verify(db, models)
-        assert _integrity(server.db) == "ok", f"integrity check failed after cycle {cycle}"
+        assert server_database.integrity() == "ok", f"integrity check failed after cycle {cycle}"
     assert max(restarts) < RESTART_LIMIT, restarts
     acknowledged = sum(m.acknowledged for m in models)
     cut_off = sum(m.cut_off for m in models)

@@ -609,7 +609,7 @@ def test_metrics_are_prometheus_text_with_requests_latency_errors_and_sizes(http
 
 def test_an_unknown_path_is_not_found_and_a_wrong_method_is_405_with_allow(http):
     assert_error(http.get("/v1/nothing"), "not_found")
-    assert_error(http.get("/"), "not_found")
+    assert_error(http.get("/nothing"), "not_found")  # "/" is the dashboard (test_dashboard.py)
     response = http.request("PATCH", "/v1/stores/s/records/k")
     assert_error(response, "invalid_request", 405)
     assert response.headers["allow"] == "GET, PUT, DELETE"

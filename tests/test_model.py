@@ -1018,7 +1018,7 @@ class RunstateMachine(RuleBasedStateMachine):
 
 # Examples per backend at CI size: the embedded engine is the reference; through HTTP every
 # step is several requests and every example starts a server, so fewer.
-EXAMPLES = {"sqlite": 150, "remote": 20}
+EXAMPLES = {"sqlite": 150, "remote": 20, "postgres": 30, "remote-postgres": 8}
 
 
 def machine_settings(backend: str) -> settings:

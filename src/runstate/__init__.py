@@ -89,26 +89,28 @@ def open(
     purge_interval: float | None = 1.0,
     event_retention: float = 3600.0,
     workspace: str = "default",
+    pool_size: int | None = None,
 ) -> Database:
-    """Open an embedded database: a file path, ``sqlite:///rel.db`` or ``sqlite:////abs.db``.
+    """Open a database directly (no server): a SQLite file (a path, ``sqlite:///rel.db`` or
+    ``sqlite:////abs.db``), or PostgreSQL (``postgresql://user@host/db``, optionally with
+    ``?schema=name``; needs ``runstate[postgres]``).
 
     `durability` is ``"fast"`` (crash-safe, not power-safe; the default here) or ``"durable"``
     (fsync before each write returns). `clock` (epoch seconds) replaces the real clock, for
     tests. Expired records are purged every `purge_interval` seconds by a background thread
     (None: only by `Database.purge_expired`); they are invisible to reads either way. The change
-    feed keeps events `event_retention` seconds (default one hour)."""
-    text = os.fspath(url)
-    if text.startswith(("postgresql://", "postgres://")):
-        raise InvalidRequest("the PostgreSQL backend is not available in this version")
-    from .engine.sqlite import SqliteEngine
+    feed keeps events `event_retention` seconds (default one hour). `pool_size` bounds the
+    PostgreSQL connections this process opens (default 8; ignored for SQLite)."""
+    from .engine import open_engine
 
-    engine = SqliteEngine(
-        text,
+    engine = open_engine(
+        url,
         durability=durability,
         quota_bytes=quota_bytes,
         max_value_bytes=max_value_bytes,
         clock=clock,
         event_retention=event_retention,
+        pool_size=pool_size,
     )
     return Database(engine, workspace, purge=engine.purge_expired, purge_interval=purge_interval)
 

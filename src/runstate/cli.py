@@ -289,9 +289,9 @@ class Tokens:
 
     @contextlib.contextmanager
     def _engine(self) -> Iterator[Any]:
-        from .engine.sqlite import SqliteEngine
+        from .engine import open_engine
 
-        engine = SqliteEngine(self.where, durability="durable")
+        engine = open_engine(self.where, durability="durable")
         try:
             yield engine
         finally:

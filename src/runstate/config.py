@@ -19,6 +19,7 @@ rate_limit             RUNSTATE_RATE_LIMIT         --rate-limit         off (req
 event_retention        RUNSTATE_EVENT_RETENTION    --event-retention    3600 (seconds)
 watch_heartbeat        RUNSTATE_WATCH_HEARTBEAT    --watch-heartbeat    15 (seconds)
 purge_interval         RUNSTATE_PURGE_INTERVAL     --purge-interval     1 (seconds)
+pool_size              RUNSTATE_POOL_SIZE          --pool-size          16 (PostgreSQL connections)
 =====================  ==========================  ===================  =========================
 
 `clock` is for tests only (a callable returning epoch seconds); it has no variable or flag.
@@ -53,7 +54,8 @@ class ServerConfig:
         "sqlite:///runstate.db",
         "RUNSTATE_DB",
         "--db",
-        "database URL: sqlite:///rel.db, sqlite:////abs/path.db or a file path",
+        "database URL: sqlite:///rel.db, sqlite:////abs/path.db, a file path, or "
+        "postgresql://user@host:5432/db (?schema=name)",
     )
     host: str = _setting("127.0.0.1", "RUNSTATE_HOST", "--host", "address to bind")
     port: int = _setting(8765, "RUNSTATE_PORT", "--port", "port to bind (0: any free port)")
@@ -103,6 +105,12 @@ class ServerConfig:
         "--purge-interval",
         "seconds between purges of expired records",
     )
+    pool_size: int = _setting(
+        16,
+        "RUNSTATE_POOL_SIZE",
+        "--pool-size",
+        "PostgreSQL connections per server process (at most)",
+    )
     clock: Callable[[], float] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -112,6 +120,7 @@ class ServerConfig:
             raise _bad("host", "must be an address")
         _check_int(self, "port", 0, 65535)
         _check_int(self, "workers", 1, 256)
+        _check_int(self, "pool_size", 1, 1000)
         if self.durability not in ("durable", "fast"):
             raise _bad("durability", "must be 'durable' or 'fast'")
         for name in ("quota_bytes", "max_value_bytes"):

@@ -268,11 +268,6 @@ _INCREMENT_IN_STORE = f"""
 INSERT INTO records (store_id, key, value, version, created_at, updated_at, expires_at)
 VALUES (?1, ?2, CAST(CAST(?3 AS TEXT) AS BLOB), (SELECT max(seq) + 1 FROM events), ?4, ?4, ?5)
 {_INCREMENT_CONFLICT}"""
-_GET_VALUE = (
-    "SELECT value FROM records "
-    "WHERE store_id = (SELECT id FROM stores WHERE workspace_id = ? AND name = ?) "
-    "AND key = ? AND (expires_at IS NULL OR expires_at > ?)"
-)
 _ROW = "SELECT value, version, created_at, updated_at, expires_at FROM records "
 _GET = _ROW + "WHERE store_id = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)"
 _GET_BY_NAME = (
@@ -340,6 +335,89 @@ def _scan_sql(
 
 def _row(key: str, found: tuple[Any, ...]) -> Row:
     return Row(key, found[0], found[1], found[2], found[3], found[4])
+
+
+# The WAL index (the ``-shm`` file) starts with two copies of its 48-byte header, which every
+# commit of every connection, in any process, rewrites (its change counter, frame count and
+# checksums) before the commit returns.
+_WAL_HEADER = 48
+_CACHE_MAX_BYTES = 32 * 1024 * 1024
+_CACHE_MAX_VALUE = 16 * 1024
+_MISS = Row("", b"", 0, 0, 0, None)  # not in the cache (None is a cached miss)
+
+
+class _ReadCache:
+    """Point reads of this process, served only while the database is unchanged since they
+    were read: never stale, across threads and processes.
+
+    Every read first compares the WAL-index header (mapped read-only from the ``-shm`` file)
+    with the one the cached rows were read under; any commit since, by this process or any
+    other sharing the file, changed it, and the cache starts empty again. A header being
+    rewritten (its two copies differ) bypasses the cache. A row read from SQLite after the
+    header was taken is at least as new as that header, and is cached only if the generation
+    it was read in is still current (a thread that read before another thread's invalidation
+    adds to a dropped generation). Expiry is checked on every hit. Misses are cached too.
+    Bounded by value size and total bytes: once full, nothing more is added until the next
+    commit starts a new generation (no eviction: a working set larger than the cache still
+    hits in proportion, where evicting the oldest would miss on every pass)."""
+
+    __slots__ = ("_bytes", "_gen", "_map", "_path")
+
+    def __init__(self, path: str) -> None:
+        self._path = path + "-shm"
+        self._map: Any = None
+        self._gen: tuple[bytes, dict[tuple[str, str, str], Row | None]] = (b"", {})
+        self._bytes = 0
+
+    def _open(self) -> Any:
+        import mmap
+
+        try:
+            fd = os.open(self._path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            if os.fstat(fd).st_size < 2 * _WAL_HEADER:
+                return None
+            self._map = mmap.mmap(fd, 2 * _WAL_HEADER, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            return None
+        finally:
+            os.close(fd)
+        return self._map
+
+    def generation(self) -> tuple[bytes, dict[tuple[str, str, str], Row | None]] | None:
+        """The current generation (header, rows), or None when the cache cannot be trusted
+        right now."""
+        shm = self._map or self._open()
+        if shm is None:
+            return None
+        head = shm[:_WAL_HEADER]
+        if head != shm[_WAL_HEADER : 2 * _WAL_HEADER]:
+            return None
+        gen = self._gen
+        if head != gen[0]:
+            gen = self._gen = (head, {})
+            self._bytes = 0
+        return gen
+
+    def add(
+        self,
+        gen: tuple[bytes, dict[tuple[str, str, str], Row | None]],
+        key: tuple[str, str, str],
+        row: Row | None,
+    ) -> None:
+        size = 64 if row is None else len(row.value) + 64
+        if size > _CACHE_MAX_VALUE or self._gen is not gen or self._bytes + size > _CACHE_MAX_BYTES:
+            return
+        self._bytes += size
+        gen[1][key] = row
+
+    def close(self) -> None:
+        self._path = ""  # no mapping again
+        shm, self._map = self._map, None
+        if shm is not None:
+            shm.close()
 
 
 class _SqliteReader:
@@ -513,6 +591,9 @@ def _purge(
 class SqliteEngine(EngineBase):
     """The embedded SQLite backend (see the module docstring for its guarantees)."""
 
+    # Reads are local and fast: the server runs them on its event loop (no thread hop).
+    blocking = False
+
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -542,6 +623,7 @@ class SqliteEngine(EngineBase):
         self._workspaces: dict[str, int] = {}
         self._fresh: set[str] = set()  # workspaces created by the open write transaction
         self._closed = False
+        self._cache = _ReadCache(self.path)
         directory = Path(self.path).parent
         if not directory.is_dir():
             raise InvalidRequest(f"the directory {str(directory)!r} does not exist")
@@ -601,6 +683,7 @@ class SqliteEngine(EngineBase):
             raise InvalidRequest("the database is closed")
         if os.getpid() != self._pid:
             self._pid = os.getpid()
+            self._cache = _ReadCache(self.path)  # the parent's mapping may outlive its file
             self._writer = None
             self._readers = []
             self._local = threading.local()
@@ -680,14 +763,26 @@ class SqliteEngine(EngineBase):
             raise _unavailable(exc) from None
 
     def get_row(self, workspace: str, store: str, key: str) -> Row | None:
-        """The hot read path: one statement, no transaction."""
+        """The hot read path: from the read cache (`_ReadCache`: never stale), else one
+        statement, no transaction. (The connection comes first: while it is open this
+        process holds the WAL index, which therefore stays the one the cache watches.)"""
         conn = self._reader()
+        gen = self._cache.generation()
+        if gen is not None:
+            row = gen[1].get((workspace, store, key), _MISS)
+            if row is not _MISS and (
+                row is None or row.expires_at is None or row.expires_at > self._now()
+            ):
+                return row
         try:
             ws = self._workspace_id(conn, workspace, create=False)
             found = conn.execute(_GET_BY_NAME, (ws, store, key.encode(), self._now())).fetchone()
         except sqlite3.Error as exc:
             raise _unavailable(exc) from None
-        return None if found is None else _row(key, found)
+        row = None if found is None else _row(key, found)
+        if gen is not None:
+            self._cache.add(gen, (workspace, store, key), row)
+        return row
 
     def write(self, workspace: str, store: str, fn: Callable[[Txn], T]) -> T:
         def run(conn: sqlite3.Connection, now: int) -> T:
@@ -806,13 +901,8 @@ class SqliteEngine(EngineBase):
         return super().execute(workspace, store, op)
 
     def _fast_get(self, workspace: str, store: str, op: Any) -> Any:
-        conn = self._reader()
-        try:
-            ws = self._workspaces.get(workspace) or self._workspace_id(conn, workspace, False)
-            found = conn.execute(_GET_VALUE, (ws, store, op.key.encode(), self._now())).fetchone()
-        except sqlite3.Error as exc:
-            raise _unavailable(exc) from None
-        return op.default if found is None else decode_value(found[0])
+        row = self.get_row(workspace, store, op.key)
+        return op.default if row is None else decode_value(row.value)
 
     def _autocommit(self, workspace: str, sql: str, params: tuple[Any, ...]) -> Any:
         """One statement as its own transaction on the writer; None where it wrote nothing
@@ -1092,6 +1182,7 @@ class SqliteEngine(EngineBase):
             return
         with self._lock:
             self._closed = True
+            self._cache.close()
             for conn in [self._writer, *self._readers]:
                 if conn is not None:
                     with contextlib.suppress(sqlite3.Error):
@@ -1227,8 +1318,9 @@ class SqliteEngine(EngineBase):
     # event loop. The `events` table is the buffer between writers and watchers: a watcher
     # reads at its own pace and a writer never waits for one.
 
-    def latest_seq(self) -> int:
-        """The feed's position now: a watch from here sees only later changes."""
+    def latest_seq(self, workspace: str | None = None, store: str | None = None) -> int:
+        """The feed's position now: a watch from here sees only later changes (one position
+        for every store of the file; `workspace` and `store` are not needed here)."""
         return int(self._read_one("SELECT max(seq) FROM events")[0])
 
     def data_version(self) -> int:

@@ -1,4 +1,5 @@
-"""The runstate HTTP server: `serve(config)` runs the ASGI app of `app.py` on granian.
+"""The runstate HTTP server: `serve(config)` runs the ASGI app of `app.py` on granian, through
+granian's RSGI protocol (`rsgi.py`, a thin adapter: the cheaper protocol of the two).
 
 `serve` opens the database once in the main process (applying migrations), and on the very
 first start (no token was ever made) creates the ``default`` workspace's admin token and prints
@@ -39,6 +40,13 @@ def load_app(config: ServerConfig) -> App:
     return create_app(config)
 
 
+def load_rsgi_app(config: ServerConfig) -> Any:
+    """The app as granian's RSGI target (`rsgi.RsgiApp`): what `serve` runs."""
+    from .rsgi import RsgiApp
+
+    return RsgiApp(create_app(config))
+
+
 # granian logs to stdout by default; stdout is for the lines above (scripts read them).
 _STDERR_LOGGING: dict[str, Any] = {
     "handlers": {
@@ -71,14 +79,17 @@ def serve(config: ServerConfig) -> None:
     from granian.constants import Interfaces, Loops
     from granian.server import Server
 
+    from .dashboard import share_secret
+
+    share_secret()  # every worker accepts the dashboard sessions of the others
     token = first_start(config)
     if token is not None:
         print(f"admin token: {token}", flush=True)
     server = Server(
-        "runstate.server:load_app",
+        "runstate.server:load_rsgi_app",
         address=config.host,
         port=config.port,
-        interface=Interfaces.ASGI,
+        interface=Interfaces.RSGI,  # the ASGI app through `rsgi.RsgiApp`: far cheaper
         workers=config.workers,
         log_access=False,
         log_enabled=True,
@@ -92,6 +103,6 @@ def serve(config: ServerConfig) -> None:
 
     server.on_startup(announce)
     try:
-        server.serve(target_loader=functools.partial(load_app, config), wrap_loader=False)
+        server.serve(target_loader=functools.partial(load_rsgi_app, config), wrap_loader=False)
     finally:
         sys.stdout.flush()

@@ -5,7 +5,9 @@ Pipeline of a request (each step answers with the error envelope of SPEC §4 whe
 1. route by method and the RAW path (``scope["raw_path"]``): split on ``/``, each segment
    percent-decoded exactly once and never normalised, so ``%2F``, ``%2E`` and ``..`` in a key
    arrive as written (unknown path: 404 ``not_found``; unknown method: 405 with ``Allow``);
-2. authenticate the bearer token (401), apply the rate limit (429) and the route's role (403);
+2. authenticate the bearer token, or else the dashboard's session cookie (401; a cookie
+   request that writes also needs its CSRF token and the same origin, `dashboard.sessions`),
+   apply the rate limit (429) and the route's role (403);
 3. check path parameters and the query (400), read and parse the JSON body (413 before reading
    when Content-Length is over the limit; 400 when it is not JSON);
 4. apply the token's store limit (403) and run the handler.
@@ -31,11 +33,11 @@ from time import perf_counter
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
-from ..engine.sqlite import SqliteEngine
 from ..errors import Error, InvalidKey, InvalidRequest, NotFound, RateLimited, Unavailable
 from ..model import decode_json
 from ..tokens import TokenInfo
 from .auth import Authenticator, RateLimiter, require_role, require_store
+from .dashboard import DASHBOARD_ROUTES, session_token
 from .metrics import Metrics
 from .routes import (
     ROUTES,
@@ -62,17 +64,18 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 RETRY_AFTER_UNAVAILABLE = b"1"
 
 
-def open_engine(config: Any) -> SqliteEngine:
-    """The engine a server runs on, from its `ServerConfig`."""
-    if config.db.startswith(("postgresql://", "postgres://")):
-        raise InvalidRequest("the PostgreSQL backend is not available in this version")
-    return SqliteEngine(
+def open_engine(config: Any) -> Any:
+    """The engine a server runs on, from its `ServerConfig`: SQLite or PostgreSQL by URL."""
+    from ..engine import open_engine as open_url
+
+    return open_url(
         config.db,
         durability=config.durability,
         quota_bytes=config.quota_bytes,
         max_value_bytes=config.max_value_bytes,
         clock=config.clock,
         event_retention=config.event_retention,
+        pool_size=config.pool_size,
     )
 
 
@@ -81,7 +84,7 @@ class State:
     """What the handlers share: configuration, engine, writer, token cache, metrics."""
 
     config: Any
-    engine: SqliteEngine
+    engine: Any  # SqliteEngine or PostgresEngine
     writer: Writer
     auth: Authenticator
     limiter: RateLimiter | None
@@ -244,11 +247,11 @@ def _internal(exc: BaseException) -> Unavailable:
 class App:
     """The runstate ASGI application (HTTP and lifespan)."""
 
-    def __init__(self, config: Any, engine: SqliteEngine | None = None) -> None:
+    def __init__(self, config: Any, engine: Any = None) -> None:
         self.config = config
         self._given_engine = engine
         self.state: State | None = None
-        self._router = Router(ROUTES)
+        self._router = Router(ROUTES + DASHBOARD_ROUTES)
         self._start_lock = asyncio.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -273,7 +276,15 @@ class App:
             headers = dict(scope["headers"])
             token: TokenInfo | None = None
             if route.role is not None:
-                token = state.auth.authenticate(headers.get(b"authorization"))
+                authorization = headers.get(b"authorization")
+                if authorization is None and b"cookie" in headers:  # the dashboard's session
+                    token = session_token(state, method, headers)
+                else:
+                    token = state.auth.cached(authorization)
+                    if token is None and state.engine.blocking:  # a round trip: off the loop
+                        token = await asyncio.to_thread(state.auth.authenticate, authorization)
+                    elif token is None:
+                        token = state.auth.authenticate(authorization)
                 if state.limiter is not None:
                     state.limiter.check(token.id)
                 require_role(token, route.role)
@@ -397,7 +408,7 @@ class App:
                 log.warning("purging expired records failed: %s", exc)
 
 
-def create_app(config: Any, engine: SqliteEngine | None = None) -> App:
+def create_app(config: Any, engine: Any = None) -> App:
     """The ASGI app for `config` (a `ServerConfig`). With `engine`, the app runs on it and
     leaves it open at shutdown (the caller owns it); without, it opens and closes its own."""
     return App(config, engine)

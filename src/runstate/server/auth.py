@@ -74,16 +74,37 @@ class Authenticator:
         token = value.strip()
         if scheme.lower() != b"bearer" or not token:
             raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+        info = self._lookup(hashlib.sha256(token).digest(), token)
+        if info is None:
+            raise Unauthorized("the token is not valid (unknown or revoked)")
+        return info
+
+    def cached(self, header: bytes | None) -> TokenInfo | None:
+        """The `TokenInfo` of a valid bearer token whose lookup is cached (no database call),
+        else None: `authenticate` then answers, off the event loop where a lookup is a network
+        round trip (PostgreSQL: a loop blocked on an unreachable database stalls every
+        request of the process)."""
+        if not header:
+            return None
+        _, _, value = header.partition(b" ")
         self._fresh()
-        key = hashlib.sha256(token).digest()
+        found = self._cache.get(hashlib.sha256(value.strip()).digest())
+        return found if found is not None and header[:7].lower() == b"bearer " else None
+
+    def by_hash(self, token_hash: str) -> TokenInfo | None:
+        """The `TokenInfo` of a token known by its stored hash (a dashboard session's), or
+        None; from the same cache as bearer tokens (a token's hash is its cache key)."""
+        return self._lookup(bytes.fromhex(token_hash), None)
+
+    def _lookup(self, key: bytes, token: bytes | None) -> TokenInfo | None:
+        self._fresh()
         info: TokenInfo | None = self._cache.get(key, _MISSING)
         if info is _MISSING:
-            info = self._source.token_by_hash(hash_token(token.decode("latin-1")))
+            stored = key.hex() if token is None else hash_token(token.decode("latin-1"))
+            info = self._source.token_by_hash(stored)
             if len(self._cache) >= _MAX_CACHED:
                 self._cache.clear()
             self._cache[key] = info
-        if info is None:
-            raise Unauthorized("the token is not valid (unknown or revoked)")
         return info
 
 

@@ -317,8 +317,20 @@ async def remove_dependent(req: Request) -> Response:
 # --- records ----------------------------------------------------------------------------------
 
 
-def _read(req: Request, op: ops.Op) -> Any:
-    return req.state.engine.execute(req.workspace, req.store, op)
+async def _read(req: Request, op: ops.Op) -> Any:
+    """A read on the engine: on the event loop for SQLite (a local read, faster than a thread
+    hop), on a worker thread for PostgreSQL (a network round trip must not stall the loop)."""
+    engine = req.state.engine
+    if engine.blocking:
+        return await asyncio.to_thread(engine.execute, req.workspace, req.store, op)
+    return engine.execute(req.workspace, req.store, op)
+
+
+async def _call(req: Request, fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)`, an engine read: where `_read` runs it."""
+    if req.state.engine.blocking:
+        return await asyncio.to_thread(fn, *args)
+    return fn(*args)
 
 
 def _write(req: Request, work: Work) -> Awaitable[Any]:
@@ -329,12 +341,12 @@ def _write(req: Request, work: Work) -> Awaitable[Any]:
 
 async def list_records(req: Request) -> Response:
     op = ops.Records(**req.query)
-    return json_response(op.result_to_json(_read(req, op)))
+    return json_response(op.result_to_json(await _read(req, op)))
 
 
 async def list_keys(req: Request) -> Response:
     op = ops.Keys(**req.query)
-    return json_response(op.result_to_json(_read(req, op)))
+    return json_response(op.result_to_json(await _read(req, op)))
 
 
 async def clear_records(req: Request) -> Response:
@@ -347,7 +359,11 @@ def _no_record(req: Request, key: str) -> NotFound:
 
 async def get_record(req: Request) -> Response:
     key = req.params["key"]
-    row = req.state.engine.get_row(req.workspace, req.store, key)
+    engine = req.state.engine
+    if engine.blocking:
+        row = await asyncio.to_thread(engine.get_row, req.workspace, req.store, key)
+    else:
+        row = engine.get_row(req.workspace, req.store, key)
     if row is None:
         raise _no_record(req, key)
     return Response(200, row.to_json_bytes())
@@ -407,7 +423,7 @@ async def batch(req: Request) -> Response:
         results = await _write(req, ops.BatchWork(checks, batch_ops))
     else:
         engine = req.state.engine
-        results = engine.batch(req.workspace, req.store, checks, batch_ops)
+        results = await _call(req, engine.batch, req.workspace, req.store, checks, batch_ops)
     return json_response(
         {"results": [type(op).result_to_json(r) for op, r in zip(batch_ops, results, strict=True)]}
     )
@@ -417,7 +433,7 @@ async def batch(req: Request) -> Response:
 
 
 async def export_records(req: Request) -> StreamResponse:
-    first = _read(req, ops.Records(limit=ops.MAX_BATCH))  # errors answer before the stream
+    first = await _read(req, ops.Records(limit=ops.MAX_BATCH))  # errors answer before the stream
 
     async def chunks() -> AsyncIterator[bytes]:
         page = first
@@ -426,7 +442,7 @@ async def export_records(req: Request) -> StreamResponse:
             if page.next_cursor is None:
                 return
             await asyncio.sleep(0)  # let other requests run between pages
-            page = _read(req, ops.Records(limit=ops.MAX_BATCH, cursor=page.next_cursor))
+            page = await _read(req, ops.Records(limit=ops.MAX_BATCH, cursor=page.next_cursor))
 
     return StreamResponse(200, chunks())
 
@@ -461,7 +477,7 @@ async def import_records(req: Request) -> Response:
 
 async def _usage(req: Request) -> dict[str, Any]:
     found = await asyncio.to_thread(req.state.engine.usage, req.workspace)
-    data = found.to_json()
+    data: dict[str, Any] = found.to_json()
     data["stores"] = _visible(req, found.stores)
     return data
 
@@ -494,7 +510,7 @@ def _require_token_admin(req: Request) -> TokenInfo:
 async def list_tokens(req: Request) -> Response:
     _require_token_admin(req)
     workspace = _token_workspace(req, req.query.get("workspace"))
-    infos = req.state.engine.list_tokens(workspace)
+    infos = await _call(req, req.state.engine.list_tokens, workspace)
     return json_response({"tokens": [i.to_json() for i in infos]})
 
 
@@ -558,7 +574,11 @@ async def watch_store(req: Request) -> StreamResponse:
     if resume and not (resume.isdigit() and len(resume) <= 19):
         raise InvalidRequest("Last-Event-ID must be the id of an event (an integer)")
     engine, state = req.state.engine, req.state
-    position = int(resume) if resume else engine.latest_seq()
+    position = (
+        int(resume)
+        if resume
+        else await _call(req, engine.latest_seq, req.workspace, req.store)
+    )
     chunks = event_stream(
         state.feed,
         engine,
@@ -576,7 +596,7 @@ async def watch_store(req: Request) -> StreamResponse:
 
 
 async def healthz(req: Request) -> Response:
-    req.state.engine.tokens_changed()  # one read: the database answers
+    await _call(req, req.state.engine.has_tokens)  # one read: the database answers
     return json_response({"status": "ok"})
 
 
@@ -586,7 +606,7 @@ async def metrics(req: Request) -> Response:
         raise Forbidden("metrics cover every workspace: use a token of the default workspace")
     from .metrics import CONTENT_TYPE
 
-    body = req.state.metrics.render(req.state.engine.workspace_totals())
+    body = req.state.metrics.render(await _call(req, req.state.engine.workspace_totals))
     return Response(200, body, CONTENT_TYPE)
 
 

@@ -44,6 +44,8 @@ BATCH = 1000
 
 
 class FeedSource(Protocol):
+    blocking: bool  # True where a read is a network round trip (PostgreSQL)
+
     def data_version(self) -> int: ...
 
     def events_after(
@@ -165,7 +167,12 @@ async def event_stream(
         sent, quiet_since = position, time.monotonic()
         while not (gone.done() or feed.closing):
             signal = feed.signal()
-            changes = engine.events_after(workspace, store, position, prefix, BATCH)
+            if engine.blocking:  # PostgreSQL: a round trip, off the event loop
+                changes = await asyncio.to_thread(
+                    engine.events_after, workspace, store, position, prefix, BATCH
+                )
+            else:
+                changes = engine.events_after(workspace, store, position, prefix, BATCH)
             position = changes.position
             if changes.events or changes.gap is not None:
                 yield _events(store, changes)

@@ -1,0 +1,137 @@
+"""The ASGI app served through granian's RSGI protocol: a thin adapter, not a second app.
+
+`runstate serve` runs the app this way because RSGI costs granian much less per request than
+ASGI (measured on the bare servers, GET at 1 connection: p50 76-125 µs against 169-213 µs; see
+docs/performance.md). Every request still runs `App.__call__`, the one pipeline that tests drive
+through ASGI (uvicorn, httpx): the adapter only turns granian's scope into an ASGI scope, the
+protocol object into ``receive``/``send``, and granian's init/del hooks into the lifespan.
+
+One difference RSGI imposes: granian hands over the path already percent-decoded (and invalid
+UTF-8 replaced by U+FFFD), not the raw bytes the router wants. The adapter encodes it again; as
+store names, action names and token ids cannot contain ``/``, every ``/`` past
+``/v1/stores/{store}/records/`` (or ``/dependents/``) belongs to the key (or workflow), so a
+correctly encoded key, ``%2F`` included, reaches the handler exactly as sent. What cannot be told
+apart after granian's decoding is only malformed input: an unencoded ``/`` in a key is read as
+part of the key (ASGI: 404); and as granian replaces bytes that are not UTF-8 by U+FFFD, a path
+segment holding U+FFFD is refused as not UTF-8 (400), even when the client sent a real U+FFFD
+(encoded as ``%EF%BF%BD``): a key holding that character is reachable through ``/batch``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import quote
+
+from .app import App
+
+__all__ = ["RsgiApp", "raw_path"]
+
+# Routes whose last parameter may hold "/" (decoded from %2F): /v1/stores/{store}/{here}/{...}
+_TAIL_PARAMS = frozenset(("records", "dependents"))
+_DISCONNECT = {"type": "http.disconnect"}
+# Bodies up to this size are read in one call; larger ones (imports) chunk by chunk.
+_WHOLE_BODY = 1 << 20
+
+
+def raw_path(path: str) -> bytes:
+    """The raw path the router expects, from granian's decoded one (see the module docstring).
+    U+FFFD, which is what granian made of bytes that are not UTF-8, becomes such a byte again,
+    so the router refuses the segment as it would have refused the original."""
+    parts = path.split("/")
+    if len(parts) > 6 and parts[1] == "v1" and parts[2] == "stores" and parts[4] in _TAIL_PARAMS:
+        head = "/".join(parts[:5])
+        raw = quote(head, safe="/") + "/" + quote("/".join(parts[5:]), safe="")
+    else:
+        raw = quote(path, safe="/")
+    if "\ufffd" in path:
+        raw = raw.replace("%EF%BF%BD", "%FF")
+    return raw.encode()
+
+
+class _Exchange:
+    """``receive`` and ``send`` of one request over an RSGI protocol object."""
+
+    __slots__ = ("_chunks", "_closed", "_headers", "_length", "_proto", "_status", "_stream")
+
+    def __init__(self, proto: Any, length: int | None) -> None:
+        self._proto = proto
+        self._length = length
+        self._chunks: Any = None
+        self._closed = False
+        self._status = 500
+        self._headers: list[tuple[str, str]] = []
+        self._stream: Any = None
+
+    async def receive(self) -> dict[str, Any]:
+        if self._closed:
+            await self._proto.client_disconnect()
+            return _DISCONNECT
+        if self._chunks is None and self._length is not None and self._length <= _WHOLE_BODY:
+            self._closed = True
+            return {"type": "http.request", "body": await self._proto(), "more_body": False}
+        if self._chunks is None:
+            self._chunks = self._proto.__aiter__()
+        try:
+            chunk = await self._chunks.__anext__()
+        except StopAsyncIteration:
+            self._closed = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self._status = message["status"]
+            self._headers = [
+                (name.decode(), value.decode())
+                for name, value in message["headers"]
+                if name != b"content-length"  # granian frames the body itself
+            ]
+            return
+        body: bytes = message.get("body", b"")
+        more = message.get("more_body", False)
+        if self._stream is None:
+            if not more:
+                self._proto.response_bytes(self._status, self._headers, body)
+                return
+            self._stream = self._proto.response_stream(self._status, self._headers)
+        if body:
+            try:
+                await self._stream.send_bytes(body)
+            except RuntimeError:  # the client went away (RSGIProtocolClosed): as ASGI, ignore
+                self._closed = True
+
+
+class RsgiApp:
+    """granian's RSGI target for an `App` (see the module docstring)."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.run_until_complete(self.app.startup())
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.run_until_complete(self.app.shutdown())
+
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        if scope.proto != "http":
+            return
+        headers = [
+            (name.encode(), value.encode()) for name, value in scope.headers.items()
+        ]
+        length = scope.headers.get("content-length")
+        exchange = _Exchange(proto, int(length) if length and length.isdigit() else None)
+        path = scope.path
+        await self.app(
+            {
+                "type": "http",
+                "method": scope.method,
+                "path": path,
+                "raw_path": raw_path(path),
+                "query_string": scope.query_string.encode(),
+                "headers": headers,
+            },
+            exchange.receive,
+            exchange.send,
+        )
