@@ -103,7 +103,7 @@ audit: venv
 SOAK_TESTS := tests/test_crash.py tests/test_linearizability.py tests/test_fuzz.py \
 	tests/test_quota_ttl_concurrency.py tests/test_disk_full.py tests/test_concurrency_http.py \
 	tests/test_multiprocess.py tests/test_model.py tests/test_schemathesis.py \
-	tests/test_security_routes.py
+	tests/test_security_routes.py tests/test_postgres_servers.py tests/test_postgres_faults.py
 soak: venv
 	RUNSTATE_SOAK=1 RUNSTATE_MODEL_EXAMPLES=$${RUNSTATE_MODEL_EXAMPLES:-100} \
 	RUNSTATE_SCHEMATHESIS_EXAMPLES=$${RUNSTATE_SCHEMATHESIS_EXAMPLES:-100} \

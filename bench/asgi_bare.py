@@ -1,8 +1,10 @@
-"""The ceiling of the HTTP rows: a bare ASGI app on granian that reads the request body and
-answers a fixed JSON body the size of a runstate record. Whatever runstate serves per second
-above the cost of this app is what its own code costs.
+"""The ceiling of the HTTP rows: a bare app on granian that reads the request body and answers
+a fixed JSON body the size of a runstate record, over ASGI (`app`) and over RSGI (`rsgi_app`,
+the interface `runstate serve` uses). Whatever runstate serves per second below this app is what
+its own code costs.
 
     granian --interface asgi bench.asgi_bare:app
+    granian --interface rsgi bench.asgi_bare:rsgi_app
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["BODY", "app"]
+__all__ = ["BODY", "app", "rsgi_app"]
 
 # A record object as runstate answers it, with a 100-character value.
 BODY = (
@@ -44,3 +46,14 @@ async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         more = bool(message.get("more_body", False))
     await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
     await send({"type": "http.response.body", "body": BODY})
+
+
+_RSGI_HEADERS = [("content-type", "application/json")]
+
+
+async def rsgi_app(scope: Any, proto: Any) -> None:
+    if scope.proto != "http":
+        return
+    if scope.method in ("PUT", "POST"):
+        await proto()
+    proto.response_bytes(200, _RSGI_HEADERS, BODY)

@@ -1,7 +1,7 @@
 """HTTP mode: `runstate serve` against webdis, etcd's JSON gateway and a bare ASGI app, in one run.
 
     python -m bench.http [--quick] [--check] [--seconds S] [--connections 1,16,64] [--peers a,b]
-                         [--ops a,b] [--db postgresql://...] [--no-pin]
+                         [--ops a,b] [--db postgresql://...] [--pin]
 
 Load comes from `wrk` (keep-alive, one thread) at 1, 16 and 64 connections. Each request is
 drawn at random from 10k keys holding 100-byte values (loaded before the timing, untimed):
@@ -21,9 +21,11 @@ peers run: ``runstate-pg`` (`runstate serve` on that database, same requests) an
 (the same operation as one SQL statement on a table of its own, at the same client count,
 ``pgbench -n -c N -j 1``); without one they are skipped with a line saying so.
 
-On a machine of 2 or more cores the servers run on the last core and wrk on the first
-(`taskset`; `--no-pin` to let the scheduler place them), so the load generator does not take
-the server's core from it and runs vary less.
+`--pin` runs the servers on the last core and wrk (and pgbench) on the first (`taskset`). It is
+off by default: on these 2-core machines, shared with other work, pinned runs varied as much as
+unpinned ones, and pinning halves the cores of a multi-threaded server (runstate: granian's I/O
+thread, the event loop, the writer) while the load generator's core sits half idle (measured in
+docs/performance.md).
 
 The harness starts every peer itself on free loopback ports and stops it at the end; a peer
 whose program is missing is skipped with a line saying why (`make bench-deps` installs them).
@@ -62,7 +64,7 @@ from bench.report import machine, machine_markdown, ratio_text, timestamp, write
 
 OPS = ("get", "set", "increment")
 CONNECTIONS = (1, 16, 64)
-PEER_ORDER = ("runstate", "webdis", "etcd", "bare", "runstate-pg", "pgbench")
+PEER_ORDER = ("runstate", "webdis", "etcd", "bare", "bare-rsgi", "runstate-pg", "pgbench")
 N_KEYS = 10_000
 VALUE = "v" * 100
 STORE = "bench"
@@ -254,6 +256,7 @@ class BareAsgi(RunstateHttp):
     """Sends runstate's requests to an app that only answers them: the same bytes on the wire."""
 
     name = "bare"
+    interface, target = "asgi", "bench.asgi_bare:app"
     note = (
         "`granian --interface asgi bench.asgi_bare:app`: reads the body, answers a fixed "
         "record-sized JSON body; the HTTP layer's ceiling."
@@ -269,12 +272,23 @@ class BareAsgi(RunstateHttp):
         env = dict(os.environ, PYTHONPATH=str(root))
         self.headers = {"Authorization": "Bearer x", "Content-Type": "application/json"}
         self.spawn(
-            [granian, "--interface", "asgi", "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", str(self.workers), "--no-ws", "--log-level", "warning",
-             "bench.asgi_bare:app"],
+            [granian, "--interface", self.interface, "--host", "127.0.0.1",
+             "--port", str(self.port), "--workers", str(self.workers), "--no-ws",
+             "--log-level", "warning", "--loop", "uvloop", self.target],
             env,
         )  # fmt: skip
         self.version = "granian " + _distribution_version("granian")
+
+
+class BareRsgi(BareAsgi):
+    """The same fixed answer through granian's RSGI interface, which `runstate serve` uses."""
+
+    name = "bare-rsgi"
+    note = (
+        "`granian --interface rsgi bench.asgi_bare:rsgi_app`: the same fixed answer through "
+        "RSGI, the interface runstate serve uses; the ceiling of its HTTP layer."
+    )
+    interface, target = "rsgi", "bench.asgi_bare:rsgi_app"
 
 
 class RunstatePostgres(RunstateHttp):
@@ -293,7 +307,12 @@ class RunstatePostgres(RunstateHttp):
         return super().missing()
 
     def database(self) -> str:
+        """A fresh schema each run: the server then makes (and prints) a new admin token."""
         assert self.postgres is not None
+        import psycopg
+
+        with psycopg.connect(self.postgres, autocommit=True) as conn:
+            conn.execute("DROP SCHEMA IF EXISTS runstate_bench CASCADE")
         joiner = "&" if "?" in self.postgres else "?"
         return f"{self.postgres}{joiner}schema=runstate_bench"
 
@@ -507,7 +526,7 @@ class Etcd(HttpPeer):
 
 
 PEERS: dict[str, type[HttpPeer]] = {
-    p.name: p for p in (RunstateHttp, Webdis, Etcd, BareAsgi, RunstatePostgres, Pgbench)
+    p.name: p for p in (RunstateHttp, Webdis, Etcd, BareAsgi, BareRsgi, RunstatePostgres, Pgbench)
 }
 
 
@@ -777,7 +796,8 @@ def check(cells: list[Cell], margin: float) -> tuple[list[str], list[str]]:
 
 
 def pin_cores(enabled: bool) -> bool:
-    """Servers on the last usable core, wrk (and pgbench) on the first; False if not done."""
+    """Servers on the last usable core, wrk (and pgbench) on the first; False if not done
+    (not asked, fewer than 2 cores, or no taskset)."""
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if not enabled or len(cores) < 2 or shutil.which("taskset") is None:
         return False
@@ -794,7 +814,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if a target's floor is missed")
     parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN)
     parser.add_argument("--seconds", type=float, help="timed seconds per cell (2, quick 1)")
-    parser.add_argument("--warmup", type=float, help="warm-up seconds per cell (1, quick 0.5)")
+    parser.add_argument("--warmup", type=float, help="warm-up seconds per cell (0.5)")
     parser.add_argument("--connections", help="comma-separated (1,16,64; quick 1,64)")
     parser.add_argument("--peers", help="comma-separated (all; quick runstate,webdis,etcd + pg)")
     parser.add_argument("--ops", default=",".join(OPS), help=f"of {','.join(OPS)}")
@@ -803,12 +823,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--db", default=os.environ.get("RUNSTATE_BENCH_POSTGRES"), help="postgresql://... for "
         "the runstate-pg and pgbench rows (default: $RUNSTATE_BENCH_POSTGRES)"
     )  # fmt: skip
-    parser.add_argument("--no-pin", action="store_true", help="do not pin servers and wrk")
+    parser.add_argument(
+        "--pin", action="store_true", help="servers on the last core, wrk on the first"
+    )
     parser.add_argument("--tmpdir", help="where the peers' data goes")
     parser.add_argument("--out", type=Path, help="results directory (bench/results)")
     args = parser.parse_args(argv)
     seconds = args.seconds or (1.0 if args.quick else 2.0)
-    warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
+    warmup = args.warmup if args.warmup is not None else 0.5
     default_conns = "1,64" if args.quick else ",".join(map(str, CONNECTIONS))
     connections = [int(c) for c in (args.connections or default_conns).split(",") if c]
     quick_peers = "runstate,webdis,etcd,runstate-pg,pgbench"
@@ -818,7 +840,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown: {', '.join(sorted(unknown))}")
     RunstatePostgres.postgres = Pgbench.postgres = args.db
-    pinned = pin_cores(not args.no_pin)
+    pinned = pin_cores(args.pin)
 
     wrk = shutil.which("wrk")
     if wrk is None:

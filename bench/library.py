@@ -715,9 +715,7 @@ def main(argv: list[str] | None = None) -> int:
         "--check", action="store_true", help="exit 1 if a ratio of GUARDS falls below its floor"
     )
     parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN)
-    parser.add_argument(
-        "--seconds", type=float, help="timed seconds per cell and round (0.4)"
-    )
+    parser.add_argument("--seconds", type=float, help="timed seconds per cell and round (0.4)")
     parser.add_argument("--rounds", type=int, help="rounds per row, median taken (2, quick 3)")
     parser.add_argument("--warmup", type=float, help="first warm-up per cell (0.3, quick 0.2)")
     parser.add_argument("--peers", default=",".join(PEER_ORDER), help="comma-separated")

@@ -267,23 +267,24 @@ def markdown(data: dict[str, Any], runs: dict[str, PeerRun], sizes: tuple[int, .
 
 
 def plot(runs: dict[str, PeerRun], sizes: tuple[int, ...]) -> str:
-    series: list[Series] = []
+    series: dict[str, list[Series]] = {"get": [], "set": []}
     memory: list[Series] = []
     for name, run in runs.items():
         grown = [p for p in run.points if p.value_bytes == 100 and p.keys in sizes]
-        for op, dash in (("get", ""), ("set", "6 4")):
+        for op in ("get", "set"):
             points = [(float(p.keys), p.ops_per_s) for p in grown if p.op == op]
-            series.append(Series(f"{name} {op}", points, name, dash))
+            series[op].append(Series(f"{name} {op}", points, name))
         anon = [(float(p.keys), p.anon_mib or 0.0) for p in grown if p.op == "set"]
         rss = [(float(p.keys), p.rss_mib or 0.0) for p in grown if p.op == "set"]
         disk = [(float(p.keys), p.disk_mib or 0.0) for p in grown if p.op == "set"]
-        memory.append(Series(f"{name} anonymous", anon, name, ""))
-        memory.append(Series(f"{name} RSS with mapped files", rss, name, "6 4"))
-        memory.append(Series(f"{name} on disk", disk, name, "2 3"))
+        memory.append(Series(f"{name} anon", anon, name, ""))
+        memory.append(Series(f"{name} RSS", rss, name, "6 4"))
+        memory.append(Series(f"{name} disk", disk, name, "2 3"))
     return line_chart(
         [
-            ("Throughput as the store grows (100 B values, 1 process)", "ops/s", series),
-            ("Memory (resident) and size on disk", "MiB", memory),
+            ("get: random keys, 100 B values", "ops/s", series["get"]),
+            ("set: random keys, 100 B values", "ops/s", series["set"]),
+            ("Memory: anonymous, RSS (with the mapped file), disk", "MiB", memory),
         ],
         "keys in the store",
     )  # fmt: skip

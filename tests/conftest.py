@@ -142,6 +142,27 @@ def _open_remote_postgres(directory: Path, clock: FakeClock, **options: Any) -> 
             yield db
 
 
+def _server_db(kind: str) -> Iterator[dict[str, Any]]:
+    if kind == "sqlite":
+        yield {}
+        return
+    with fresh_schema() as url:
+        yield {"db": url}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def server_db(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """Settings that put a test server (`http_server.start_server(..., **server_db)`) on the
+    SQLite file of its directory, or on a fresh PostgreSQL schema."""
+    yield from _server_db(request.param)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def module_server_db(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """`server_db` for a server shared by a module's tests."""
+    yield from _server_db(request.param)
+
+
 # Backend name -> opener: a context manager `(directory, clock, **options)` yielding an open
 # database: the embedded SQLite file, the server (in-process, through the HTTP client) and
 # PostgreSQL (`runstate.open("postgresql://...")`, a fresh schema per database).

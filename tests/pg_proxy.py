@@ -7,6 +7,7 @@ the database and break the path on demand.
         proxy.reset()             # every open connection gets a TCP RST, now
         proxy.down()              # reset everything and refuse new connections...
         proxy.up()                # ...until this (the same port again)
+        proxy.stalled = True      # connections stay open but nothing passes (a partition)
         proxy.connections         # how many are open; proxy.accepted: how many ever
 
 Threads, not asyncio: one accepts, two per connection pump bytes (a chunk waits `latency`
@@ -54,6 +55,7 @@ class PgProxy:
     def __init__(self, target_host: str = "127.0.0.1", target_port: int = 5432) -> None:
         self.target = (target_host, target_port)
         self.latency = 0.0
+        self.stalled = False
         self.accepted = 0
         self._pairs: set[_Pair] = set()
         self._lock = threading.Lock()
@@ -173,6 +175,8 @@ class PgProxy:
                 delay = self.latency
                 if delay > 0:
                     time.sleep(delay)
+                while self.stalled and not pair.closed:  # held, neither lost nor refused
+                    time.sleep(0.01)
                 if pair.closed:
                     return
                 sink.sendall(chunk)

@@ -83,8 +83,10 @@ _numbers = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    server = start_server(tmp_path_factory.mktemp("actions"), durability="fast")
+def served(
+    tmp_path_factory: pytest.TempPathFactory, module_server_db: dict[str, Any]
+) -> Iterator[Any]:
+    server = start_server(tmp_path_factory.mktemp("actions"), durability="fast", **module_server_db)
     yield server
     server.close()
 

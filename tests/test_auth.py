@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from http_server import start_server
-from runstate.engine.sqlite import SqliteEngine
+from runstate.engine import open_engine
 from runstate.server.auth import Authenticator
 from runstate.server.routes import ROUTES
 from runstate.tokens import ROLES, hash_token, issue_token
@@ -125,10 +125,10 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """One server for the module: every request re-seeds what it may have changed, and each
-    test makes its own tokens (and workspaces)."""
-    served = start_server(tmp_path_factory.mktemp("auth"), durability="fast")
+def world(tmp_path_factory, module_server_db):
+    """One server for the module (on SQLite, then on PostgreSQL): every request re-seeds what
+    it may have changed, and each test makes its own tokens (and workspaces)."""
+    served = start_server(tmp_path_factory.mktemp("auth"), durability="fast", **module_server_db)
     world = World(served)
     yield world
     world.admin.close()
@@ -309,7 +309,7 @@ def test_tokens_are_shown_once_and_stored_as_hashes(world):
 
 def test_a_token_made_or_revoked_by_another_process_takes_effect(world):
     """`runstate token create --db` writes through its own engine; the server notices."""
-    other = SqliteEngine(world.served.engine.path)
+    other = open_engine(world.served.app.config.db)  # the same database, another engine
     try:
         token, info = issue_token(other, role="read")
         with world.served.client(token) as http:

@@ -37,8 +37,8 @@ KEYS = ["/", "?", "#", "%", " ", "ü", "🔥", ".", "..", "a/b/../c", "%2F", "%2
 
 
 @pytest.fixture
-def served(tmp_path, clock):
-    server = start_server(tmp_path, clock, durability="fast")
+def served(tmp_path, clock, server_db):
+    server = start_server(tmp_path, clock, durability="fast", **server_db)
     yield server
     server.close()
 

@@ -11,16 +11,21 @@ doubt (answered 503, or not answered). Then:
 - the database goes away (connections reset, new ones refused) for `OUTAGE` seconds: every
   request answers within 5 s, a 503 with ``Retry-After`` while it is away, and once it is back
   the same server serves again, without a restart;
+- a watcher on a server whose database connections are reset and then go away, following
+  writes made through another server: once its server is back, every write once, in order;
 - PostgreSQL itself crashes (``pg_ctlcluster ... stop -m immediate``) under the write load and
   is started again: the same, on the real thing.
+
+Known gap, kept as a strict xfail: a database that stops answering without closing the
+connection (a partition; the proxy's ``stalled``) holds a request for as long as TCP waits.
 
 After each: nothing acknowledged is lost and nothing is applied twice. Each client appends
 unique, increasing ids to its own list, so a write applied twice shows as a duplicate and a
 lost one as a gap; counters lie between the acknowledged increments and those plus the ones in
 doubt; the integrity check (counters against a recount, allotments against the quota) is ok.
 
-The outage lasts 30 s as in the issue under ``RUNSTATE_SOAK=1`` (`make soak`) and 8 s at CI
-size (``RUNSTATE_PG_OUTAGE`` overrides). These tests restart PostgreSQL or measure the 5 s
+The outage lasts 30 s, as in the issue, at CI size too (the test takes ~35 s;
+``RUNSTATE_PG_OUTAGE`` sets another length). These tests restart PostgreSQL or measure the 5 s
 bound, so they are `serial` (run alone, after the parallel suite).
 """
 
@@ -45,12 +50,11 @@ import runstate
 from conftest import fresh_schema, postgres_url
 from http_server import Served, start_server
 from pg_proxy import PgProxy
-from served_process import soak
 
 pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 ANSWER_BOUND = 5.0  # the issue's bound on every answer, 503s included
-OUTAGE = float(os.environ.get("RUNSTATE_PG_OUTAGE", soak(8, 30)))
+OUTAGE = float(os.environ.get("RUNSTATE_PG_OUTAGE", 30))
 CLIENTS = 8
 STORE = "faults"
 KINDS = ("set", "increment", "shared", "append", "add_to_set")
@@ -119,11 +123,14 @@ class Load:
     def _run(self, url: str, token: str, ledger: Ledger) -> None:
         rng = random.Random(ledger.number)
         # a client timeout well past the bound: a slow answer is measured, not cut short
-        with runstate.connect(url, token=token, timeout=4 * ANSWER_BOUND) as db:
-            store = db.store(STORE)  # made by the fixture, before any fault
-            while not self._stop.is_set():
-                if ledger.write(store, rng.choice(KINDS)) != "ok":
-                    time.sleep(0.05)  # as a client would before retrying; no hot loop
+        try:
+            with runstate.connect(url, token=token, timeout=4 * ANSWER_BOUND) as db:
+                store = db.store(STORE)  # made by the fixture, before any fault
+                while not self._stop.is_set():
+                    if ledger.write(store, rng.choice(KINDS)) != "ok":
+                        time.sleep(0.05)  # as a client would before retrying; no hot loop
+        except BaseException as exc:  # reported by `_verify`
+            ledger.errors.append(f"the client failed: {exc!r}")
 
     def stop(self) -> None:
         self._stop.set()
@@ -191,6 +198,7 @@ class Prober:
 
     def __init__(self, served: Served) -> None:
         self.answers: list[tuple[float, float, int, str | None]] = []
+        self.wrong: list[str] = []  # 503 answers that are not the `unavailable` envelope
         self._stop = threading.Event()
         self._client = httpx.Client(
             base_url=served.url,
@@ -222,14 +230,15 @@ class Prober:
                     answer.headers.get("retry-after"),
                 )
             )
-            if answer.status_code == 503:
-                assert answer.json()["error"]["code"] == "unavailable"
+            if answer.status_code == 503 and answer.json()["error"]["code"] != "unavailable":
+                self.wrong.append(answer.text)
             time.sleep(0.05)
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=4 * ANSWER_BOUND + 5)
         self._client.close()
+        assert self.wrong == [], self.wrong[:3]
 
 
 # --- fixtures -------------------------------------------------------------------------------------
@@ -243,16 +252,21 @@ def proxy() -> Iterator[PgProxy]:
 
 
 @pytest.fixture
-def proxied(proxy: PgProxy, tmp_path: Path) -> Iterator[Served]:
-    """A durable server on a fresh schema, reaching PostgreSQL through the proxy."""
+def schema_url() -> Iterator[str]:
     with fresh_schema() as url:
-        served = start_server(tmp_path, db=proxy.url(url), durability="durable", pool_size=4)
-        try:
-            with runstate.connect(served.url, token=served.admin_token) as db:
-                db.store(STORE)
-            yield served
-        finally:
-            served.close()
+        yield url
+
+
+@pytest.fixture
+def proxied(proxy: PgProxy, schema_url: str, tmp_path: Path) -> Iterator[Served]:
+    """A durable server on a fresh schema, reaching PostgreSQL through the proxy."""
+    served = start_server(tmp_path, db=proxy.url(schema_url), durability="durable", pool_size=4)
+    try:
+        with runstate.connect(served.url, token=served.admin_token) as db:
+            db.store(STORE)
+        yield served
+    finally:
+        served.close()
 
 
 def _wait_until_served(served: Served, deadline: float) -> float:
@@ -303,11 +317,11 @@ def test_connection_resets_mid_transaction_lose_nothing_and_apply_nothing_twice(
         time.sleep(random.uniform(0.1, 0.4))
     proxy.latency = 0.0
     cut_at = time.monotonic()
-    time.sleep(1.5)  # the pool must have replaced every broken connection by itself
+    time.sleep(2.0)  # the pool must have replaced every broken connection by itself
     verified = _settled(proxied, load)
     calls = load.calls()
     outcomes = _check_answers(calls)
-    late = [c for c in calls if c[0] > cut_at + 0.5]
+    late = [c for c in calls if c[0] > cut_at + 1.0]
     assert late
     assert all(outcome == "ok" for _, _, outcome in late), "the pool did not recover"
     print(f"{resets} connections reset; answers {outcomes}; {verified}")
@@ -348,6 +362,109 @@ def test_database_away_answers_503_quickly_and_recovers_without_restart(
         f"outage {OUTAGE:.0f} s; served again {recovery:.2f} s after the database came back; "
         f"{len(during)} probes during it, slowest answer {slowest:.2f} s; {outcomes}; {verified}"
     )
+
+
+def test_a_watcher_whose_server_loses_the_database_misses_nothing(
+    proxied: Served, proxy: PgProxy, schema_url: str, tmp_path: Path
+):
+    """Server A reaches PostgreSQL through the proxy, server B directly. A watcher on A
+    (`Store.watch`, which resumes a dropped stream from its last event) follows writes made
+    through B while A's connections are reset and its database goes away for a while: once
+    A is back it has delivered every write once, in commit order."""
+    seen: list[Any] = []
+    failure: list[BaseException] = []
+    with (
+        start_server(tmp_path / "b", db=schema_url, durability="fast") as other,
+        runstate.connect(proxied.url, token=proxied.admin_token, timeout=60) as watching,
+    ):
+        feed = watching.store(STORE).watch()
+
+        def follow() -> None:
+            try:
+                for event in feed:
+                    seen.append(event)
+            except BaseException as exc:  # the iterator ends only by failing
+                failure.append(exc)
+
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()
+        time.sleep(0.3)  # the stream is open
+        written: list[tuple[str, int, Any]] = []
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def writer(number: int) -> None:
+            with runstate.connect(other.url, token=proxied.admin_token) as db:
+                store = db.store(STORE)
+                n = 0
+                while not stop.is_set():
+                    n += 1
+                    key = f"w{number}/{n % 3}"
+                    version = store.set(key, [number, n]).version
+                    with lock:
+                        written.append((key, version, [number, n]))
+                    time.sleep(0.005)
+
+        writers = [threading.Thread(target=writer, args=(n,)) for n in range(2)]
+        for thread in writers:
+            thread.start()
+        try:
+            for _ in range(4):
+                time.sleep(0.3)
+                proxy.reset()
+            proxy.down()
+            time.sleep(3.0)
+            proxy.up()
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            for thread in writers:
+                thread.join()
+        deadline = time.monotonic() + 30
+        while len(seen) < len(written) and time.monotonic() < deadline and not failure:
+            time.sleep(0.05)
+        time.sleep(0.3)  # and nothing more than that
+        failed = list(failure)  # (closing the client ends the watch with an error: later)
+    assert failed == [], failed
+    got = [(e.type, e.key, e.version, e.value) for e in seen]
+    assert got == [
+        ("set", key, version, value) for key, version, value in sorted(written, key=lambda w: w[1])
+    ]
+
+
+@pytest.mark.xfail(
+    reason="no bound on a call to a database that stops answering without closing the "
+    "connection (a partition): the engine waits on the socket as long as TCP does",
+    strict=True,
+)
+def test_a_silent_database_still_gets_an_answer_within_the_bound(proxied: Served, proxy: PgProxy):
+    proxy.stalled = True
+    try:
+        answers: list[tuple[float, int]] = []
+
+        def request(write: bool) -> None:
+            with httpx.Client(
+                base_url=proxied.url,
+                headers={"Authorization": f"Bearer {proxied.admin_token}"},
+                timeout=ANSWER_BOUND + 1,
+            ) as http:
+                began = time.monotonic()
+                path = f"/v1/stores/{STORE}/records/k"
+                try:
+                    status = http.put(path, json={"value": 1}) if write else http.get(path)
+                    answers.append((time.monotonic() - began, status.status_code))
+                except httpx.TimeoutException:
+                    answers.append((time.monotonic() - began, 0))
+
+        threads = [threading.Thread(target=request, args=(w,)) for w in (True, False)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        proxy.stalled = False
+        proxy.reset()
+    assert all(seconds <= ANSWER_BOUND and status == 503 for seconds, status in answers), answers
 
 
 # --- R1 on PostgreSQL: the database server crashes ---------------------------------------------
@@ -405,8 +522,9 @@ def test_postgres_crash_under_write_load_loses_no_acknowledged_write(tmp_path: P
                 time.sleep(1.0)
                 pg_ctl("stop", "-m", "immediate")
                 down_at = time.monotonic()
-                time.sleep(2.0)  # requests go on meanwhile: 503s, quickly
+                time.sleep(4.0)  # requests go on meanwhile: 503s, quickly
             finally:
+                restart_at = time.monotonic()
                 pg_ctl("start")
                 _wait_for_postgres(base)
             up_at = time.monotonic()
@@ -416,7 +534,9 @@ def test_postgres_crash_under_write_load_loses_no_acknowledged_write(tmp_path: P
             verified = _settled(served, load)
             calls = load.calls()
             outcomes = _check_answers(calls)
-            during = [a for a in prober.answers if down_at + 0.3 < a[0] and a[0] + a[1] < up_at]
+            during = [
+                a for a in prober.answers if down_at + 0.3 < a[0] and a[0] + a[1] < restart_at
+            ]
             assert during
             assert {status for _, _, status, _ in during} == {503}, during
             assert all(after is not None for _, _, _, after in during)

@@ -114,8 +114,8 @@ class Watcher:
 
 
 @pytest.fixture
-def served(tmp_path: Any, clock: Any) -> Iterator[Any]:
-    server = start_server(tmp_path, clock, durability="fast", watch_heartbeat=0.2)
+def served(tmp_path: Any, clock: Any, server_db: dict[str, Any]) -> Iterator[Any]:
+    server = start_server(tmp_path, clock, durability="fast", watch_heartbeat=0.2, **server_db)
     yield server
     server.close()
 
@@ -185,7 +185,9 @@ def test_the_stream_is_server_sent_events_with_heartbeats(served):
         assert 0.1 < time.monotonic() - started < 5
 
 
-def test_a_heartbeat_carries_the_position_past_other_stores_changes(http, watch):
+def test_a_heartbeat_carries_the_position_past_other_stores_changes(http, watch, server_db):
+    if server_db:  # PostgreSQL: a store's position moves only with its own events
+        pytest.skip("feed positions are per store on PostgreSQL: nothing to carry past")
     watcher = watch("quiet")
     version = http.put("/v1/stores/busy/records/k", json={"value": 1}).json()["version"]
     while True:  # the heartbeat moves the resume position without an event

@@ -117,9 +117,7 @@ class RsgiApp:
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
         if scope.proto != "http":
             return
-        headers = [
-            (name.encode(), value.encode()) for name, value in scope.headers.items()
-        ]
+        headers = [(name.encode(), value.encode()) for name, value in scope.headers.items()]
         length = scope.headers.get("content-length")
         exchange = _Exchange(proto, int(length) if length and length.isdigit() else None)
         path = scope.path
