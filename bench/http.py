@@ -751,6 +751,8 @@ def markdown(
     conns_list = list(dict.fromkeys(c.connections for c in cells))
     for op in ops:
         for conns in conns_list:
+            if all(_find(cells, name, op, conns) is None for name in names):
+                continue  # a cell --quick does not run
             row = [op, str(conns)]
             for name in names:
                 cell = _find(cells, name, op, conns)

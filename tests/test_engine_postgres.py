@@ -168,3 +168,57 @@ def test_trimmed_events_are_reported_as_a_gap(url: str):
         assert engine.events_after("default", "s", latest).events == []
     finally:
         engine.close()
+
+
+def test_a_group_of_increments_of_one_store_is_one_statement_with_exact_accounting(url: str):
+    """`_increment_group`: increments of distinct keys, some of which it must leave to the
+    general path (a string, an expired record, an overflow), answer exactly what one by one
+    would, keep the counters exact and give each write its own version and event."""
+    clock = FakeClock()
+    engine = PostgresEngine(url, clock=clock)
+    general: list[Any] = []
+    write_group = engine._write_group
+
+    def spy(resolved: Any) -> Any:
+        general.extend(unit for _, _, unit in resolved)
+        return write_group(resolved)
+
+    engine._write_group = spy  # type: ignore[method-assign]
+    try:
+        setup = [("default", "s", ops.Set(f"k{i}", 10**i)) for i in range(12)]
+        setup += [
+            ("default", "s", ops.Set("text", "abc")),
+            ("default", "s", ops.Set("old", 5, ttl=1)),
+            ("default", "s", ops.Set("top", 2**63 - 1)),
+            ("default", "s", ops.Set("neg", -10)),
+        ]
+        engine.write_many(setup)  # also tells the engine the store's default ttl
+        clock.advance(2)
+        before = engine.latest_seq("default", "s")
+        general.clear()
+        keys = [f"k{i}" for i in range(12)] + ["new1", "text", "old", "top"]
+        units: list[Any] = [("default", "s", ops.Increment(k, 7)) for k in keys]
+        units.append(("default", "s", ops.BatchWork([], [ops.Decrement("neg", 991)])))
+        units.append(("default", "s", ops.Decrement("new2", 3)))
+        units.append(("default", "s", ops.Increment("k1", 1000)))  # a key's second increment
+        results = engine.write_many(units)
+        assert [u.key for u in general] == ["text", "old", "top", "k1"]  # the rest: one statement
+        assert results[:12] == [10**i + 7 for i in range(12)]
+        assert results[12] == 7
+        assert isinstance(results[13], runstate.TypeMismatch)
+        assert results[14] == 7  # the expired record counts as missing
+        assert isinstance(results[15], runstate.OutOfRange)
+        assert results[16:] == [[-1001], -3, 1017]
+        assert engine.integrity_check() == "ok"
+        changes = engine.events_after("default", "s", before)
+        assert {e.type for e in changes.events} == {"set"}
+        sets = changes.events
+        assert sorted(e.key for e in sets) == sorted([*keys[:13], "old", "neg", "new2", "k1"])
+        assert len({e.seq for e in changes.events}) == len(changes.events)
+        assert changes.position == engine.latest_seq("default", "s")
+        last = {e.key: e.value for e in sets}  # in commit order: a key's last event wins
+        for key, value in last.items():  # each event carries the value its write left
+            assert engine.get_row("default", "s", key).value == value  # type: ignore[union-attr]
+        assert [e.value for e in sets if e.key == "k1"] == [b"17", b"1017"]
+    finally:
+        engine.close()

@@ -104,3 +104,26 @@ def test_reads_racing_writes_from_threads_never_go_back(tmp_path: Path) -> None:
             thread.join()
         assert not failures
         assert db.store("s").get("n") == 300
+
+
+def test_a_point_read_inside_a_write_of_the_same_thread_sees_committed_data(
+    tmp_path: Path,
+) -> None:
+    """A read on the thread holding an open write transaction does not borrow the writer's
+    connection (it would see the uncommitted write)."""
+    with _open(tmp_path / "db.sqlite") as db:
+        engine = db.core
+        db.store("s")["k"] = "committed"
+
+        def inside(conn: object, now: int) -> object:
+            getattr(conn, "execute")(  # the writer lock is held by this thread now
+                "UPDATE records SET value = ?, version = (SELECT max(seq) + 1 FROM events) "
+                "WHERE key = ?",
+                (b'"uncommitted"', b"k"),
+            )
+            return engine.get_row("default", "s", "k")
+
+        row = engine._transact(inside)
+        assert row is not None
+        assert row.value == b'"committed"'
+        assert db.store("s").get("k") == "uncommitted"

