@@ -82,7 +82,7 @@ GUARDS = (
     Guard("get", "diskcache", 1.0, 1.0),
     Guard("get", "redis", 5.0, 5.0),
     Guard("set", "diskcache", 3.0, 1.3),
-    Guard("increment", "diskcache", 1.5, 1.2),
+    Guard("increment", "diskcache", 1.5, 1.0),
 )
 DEFAULT_MARGIN = 0.10
 
