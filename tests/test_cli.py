@@ -507,6 +507,15 @@ def test_export_to_a_file_and_import_round_trip_with_expiry(run, db, tmp_path):
     assert '"float":1.0' in out.read_text(encoding="utf-8")
 
 
+def test_a_file_that_cannot_be_written_is_a_one_line_error_with_a_spec_code(run, db, tmp_path):
+    db.store("s").set("k", 1)
+    result = run("export", "s", "-o", str(tmp_path))  # a directory, not a file
+    assert result.code == 1
+    assert result.err.startswith("error: invalid_request: ")
+    assert tmp_path.name in result.err  # the file named (or its temporary sibling)
+    assert "Traceback" not in result.err
+
+
 def test_import_overwrites_existing_keys_and_keeps_others(run, db, tmp_path):
     db.store("s").set_many({"a": 1, "keep": 2})
     path = tmp_path / "in.ndjson"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import math
 import os
 import sys
@@ -932,6 +933,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except OSError as exc:  # a file the command reads or writes (`-o`, an import's input)
+        code = "unavailable" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "invalid_request"
+        where = f" ({exc.filename})" if exc.filename else ""
+        stderr.write(f"error: {code}: {_one_line(exc.strerror or str(exc))}{where}\n")
+        return 1
     except Exception as exc:  # never a traceback: one line, the exception named
         transport = type(exc).__module__.startswith(("httpx", "httpcore"))
         code = "unavailable" if transport else "internal"
