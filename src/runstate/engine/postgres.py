@@ -336,6 +336,13 @@ WHERE s.id = v.id
 """
 
 _PURGE_BATCH = 1000
+_TCP_DEFAULTS = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 3,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 5000,
+}
 _RETRIES = 4
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")
 
@@ -868,6 +875,12 @@ class PostgresEngine(EngineBase):
             "options": f"-c search_path={self.schema} -c synchronous_commit={sync}",
             "application_name": "runstate",
         }
+        # A network that drops packets (a partition) is noticed by TCP, not waited on: data
+        # unacknowledged for 5 s, or an idle connection unanswered, fails the connection.
+        # Parameters given in the URL win.
+        for name, value in _TCP_DEFAULTS.items():
+            if name not in conninfo:
+                self._kwargs[name] = value
         self._prepare_schema()
         self._pool: ConnectionPool[Any] = ConnectionPool(
             conninfo,
@@ -1696,6 +1709,7 @@ class PostgresEngine(EngineBase):
                     connect_timeout=self._kwargs["connect_timeout"],
                     options=self._kwargs["options"],
                     application_name="runstate-listen",
+                    **{name: self._kwargs[name] for name in _TCP_DEFAULTS if name in self._kwargs},
                 ) as conn:
                     conn.execute(f"LISTEN {self.channel}")
                     self._bump(tokens=True)
