@@ -24,14 +24,40 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import orjson
 
 from ..errors import InvalidRequest
-from ..model import Event, Record, StoreInfo, Usage, decode_value, format_time, to_datetime
+from ..model import (
+    MAX_PAGE,
+    Event,
+    Record,
+    StoreInfo,
+    Usage,
+    check_store_name,
+    check_version,
+    decode_value,
+    format_time,
+    to_datetime,
+)
 
 if TYPE_CHECKING:
     from ..ops import Check, Op
 
-__all__ = ["Changes", "Core", "EngineBase", "EventRow", "Reader", "Row", "Txn"]
+__all__ = ["Changes", "Core", "EngineBase", "EventRow", "Reader", "Row", "Txn", "path_for_type"]
 
 T = TypeVar("T")
+P = TypeVar("P")
+
+
+def path_for_type(
+    kind: type[Any], bases: Sequence[tuple[type[Any], P]], cache: dict[type[Any], P | None]
+) -> P | None:
+    """The entry of `bases` for the first class `kind` is (a subclass of), or None; remembered
+    in `cache` (a fixed set of op types in practice; bounded regardless)."""
+    try:
+        return cache[kind]
+    except KeyError:
+        found = next((path for base, path in bases if issubclass(kind, base)), None)
+        if len(cache) < 1000:
+            cache[kind] = found
+        return found
 
 
 @dataclass(slots=True)
@@ -196,7 +222,16 @@ class Core(Protocol):
 
 
 class EngineBase:
-    """Runs ops and batches on a backend's `read`/`write` transactions."""
+    """Runs ops and batches on a backend's `read`/`write` transactions, and what else every
+    backend does the same way: the change feed's watch loop, token rows."""
+
+    _closed = False
+
+    # A token's row with its workspace's name: the columns of `_token_info`.
+    _GRANT_SQL = (
+        "SELECT t.id, t.role, t.stores, w.name, t.created_at "
+        "FROM tokens t JOIN workspaces w ON w.id = t.workspace_id "
+    )
 
     def read(self, workspace: str, store: str, fn: Callable[[Reader], T]) -> T:
         raise NotImplementedError
@@ -224,3 +259,92 @@ class EngineBase:
         if not any(op.writes for op in ops):
             return self.read(workspace, store, lambda tx: run_batch(tx, checks, ops))
         return self.write(workspace, store, lambda tx: run_batch(tx, checks, ops))
+
+    # --- change feed: a backend provides `latest_seq`, `events_after` and `_changed_since`
+
+    def latest_seq(self, workspace: str | None = None, store: str | None = None) -> int:
+        raise NotImplementedError
+
+    def events_after(
+        self,
+        workspace: str,
+        store: str,
+        after: int,
+        prefix: str | None = None,
+        limit: int = MAX_PAGE,
+    ) -> Changes:
+        raise NotImplementedError
+
+    def _changed_since(self, seen: int | None, poll: float) -> int | None:
+        """The database's change marker if it differs from `seen`, else None after waiting
+        up to `poll` seconds for a change."""
+        raise NotImplementedError
+
+    def watch(
+        self,
+        workspace: str,
+        store: str,
+        prefix: str | None = None,
+        after: int | None = None,
+        *,
+        poll: float = 0.05,
+    ) -> Iterator[Event]:
+        """Every change of `store` from now (or past position `after`), in commit order, as
+        the feed records it, made by this process or any other; blocks between changes
+        (waiting at most `poll` seconds at a time). Ends when the database closes. A ``gap``
+        event reports events trimmed before they were read. "Now" is the moment of this
+        call."""
+        check_store_name(store)
+        if prefix is not None and (type(prefix) is not str or "\x00" in prefix):
+            raise InvalidRequest("prefix must be a string without NUL", {"prefix": None})
+        position = (
+            self.latest_seq(workspace, store) if after is None else check_version(after, "after")
+        )
+        return self._follow(workspace, store, prefix, position, poll)
+
+    def _follow(
+        self, workspace: str, store: str, prefix: str | None, position: int, poll: float
+    ) -> Iterator[Event]:
+        seen: int | None = None
+        while not self._closed:
+            changed = self._changed_since(seen, poll)
+            if changed is None:
+                continue
+            seen = changed
+            while True:
+                changes = self.events_after(workspace, store, position, prefix)
+                if changes.gap is not None:
+                    yield Event("gap", store, None, changes.gap)
+                for row in changes.events:
+                    yield row.event(store)
+                position = changes.position
+                if len(changes.events) < MAX_PAGE:
+                    break
+
+    # --- tokens: only hashes are stored (`runstate.tokens` makes and checks tokens)
+
+    @staticmethod
+    def _token_info(found: Sequence[Any]) -> Any:
+        """The `TokenInfo` of a row of `_GRANT_SQL`."""
+        import json
+
+        from ..tokens import TokenInfo
+
+        token_id, role, stores, workspace, created = found
+        created_at = to_datetime(created)
+        assert created_at is not None
+        return TokenInfo(
+            token_id, role, None if stores is None else json.loads(stores), workspace, created_at
+        )
+
+    @staticmethod
+    def _token_fields(workspace: str, role: str, stores: list[str] | None) -> str | None:
+        """Check a new token's workspace, role and store list; the list as stored (JSON)."""
+        import json
+
+        from ..tokens import check_role, check_token_stores, check_workspace_name
+
+        check_workspace_name(workspace)
+        check_role(role)
+        checked = check_token_stores(stores)
+        return None if checked is None else json.dumps(checked)

@@ -48,12 +48,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -78,18 +77,16 @@ from ..model import (
     INT64_MIN,
     MAX_PAGE,
     MAX_VALUE_BYTES,
-    Event,
     StoreInfo,
     Usage,
     check_store_name,
     check_ttl,
-    check_version,
     check_workflow,
     decode_value,
     initial_default_ttl,
     to_datetime,
 )
-from .base import Changes, EngineBase, EventRow, Reader, Row, Txn
+from .base import Changes, EngineBase, EventRow, Reader, Row, Txn, path_for_type
 
 __all__ = ["PostgresEngine", "is_postgres_url"]
 
@@ -1585,22 +1582,6 @@ class PostgresEngine(EngineBase):
 
     # --- tokens and workspaces -------------------------------------------------------------
 
-    _GRANT_SQL = (
-        "SELECT t.id, t.role, t.stores, w.name, t.created_at "
-        "FROM tokens t JOIN workspaces w ON w.id = t.workspace_id "
-    )
-
-    @staticmethod
-    def _token_info(found: Sequence[Any]) -> Any:
-        from ..tokens import TokenInfo
-
-        token_id, role, stores, workspace, created = found
-        created_at = to_datetime(created)
-        assert created_at is not None
-        return TokenInfo(
-            token_id, role, None if stores is None else json.loads(stores), workspace, created_at
-        )
-
     def _read_one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._run(lambda conn: conn.execute(sql, params).fetchone(), transaction=False)
 
@@ -1618,12 +1599,7 @@ class PostgresEngine(EngineBase):
         token_id: str,
         token_hash: str,
     ) -> Any:
-        from ..tokens import check_role, check_token_stores, check_workspace_name
-
-        check_workspace_name(workspace)
-        check_role(role)
-        stores = check_token_stores(stores)
-        encoded = None if stores is None else json.dumps(stores)
+        encoded = self._token_fields(workspace, role, stores)
         ws = self._workspace_id(workspace, create=True)
 
         def run(conn: psycopg.Connection[Any]) -> Any:
@@ -1790,45 +1766,14 @@ class PostgresEngine(EngineBase):
         position = events[-1].seq if len(events) == limit else latest
         return Changes(events, position, gap)
 
-    def watch(
-        self,
-        workspace: str,
-        store: str,
-        prefix: str | None = None,
-        after: int | None = None,
-        *,
-        poll: float = 0.05,
-    ) -> Iterator[Event]:
-        """Every change of `store` from now (or past position `after`), in commit order, made
-        by this process or any other; blocks between changes. Ends when the database closes."""
-        check_store_name(store)
-        if prefix is not None and (type(prefix) is not str or "\x00" in prefix):
-            raise InvalidRequest("prefix must be a string without NUL", {"prefix": None})
-        position = (
-            self.latest_seq(workspace, store) if after is None else check_version(after, "after")
-        )
-        return self._follow(workspace, store, prefix, position, poll)
-
-    def _follow(
-        self, workspace: str, store: str, prefix: str | None, position: int, poll: float
-    ) -> Iterator[Event]:
-        seen: int | None = None
-        while not self._closed:
-            with self._changed:
+    def _changed_since(self, seen: int | None, poll: float) -> int | None:
+        """Woken by the listener (no round trip while nothing changes)."""
+        with self._changed:
+            if self._changes == seen:
+                self._changed.wait(poll)
                 if self._changes == seen:
-                    self._changed.wait(poll)
-                    if self._changes == seen:
-                        continue
-                seen = self._changes
-            while True:
-                changes = self.events_after(workspace, store, position, prefix)
-                if changes.gap is not None:
-                    yield Event("gap", store, None, changes.gap)
-                for row in changes.events:
-                    yield row.event(store)
-                position = changes.position
-                if len(changes.events) < MAX_PAGE:
-                    break
+                    return None
+            return self._changes
 
 
 class _Increments:
@@ -1919,10 +1864,4 @@ _UNIT_PATHS: dict[type[Any], _UnitPath | None] = {}
 
 def _fast_unit(kind: type[Any]) -> _UnitPath | None:
     """The fast path of a unit's type in `write_many` (subclasses too), or None."""
-    try:
-        return _UNIT_PATHS[kind]
-    except KeyError:
-        found = next((path for base, path in _UNIT_BASES if issubclass(kind, base)), None)
-        if len(_UNIT_PATHS) < 1000:
-            _UNIT_PATHS[kind] = found
-        return found
+    return path_for_type(kind, _UNIT_BASES, _UNIT_PATHS)

@@ -33,7 +33,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,17 +54,15 @@ from ..model import (
     INT64_MIN,
     MAX_PAGE,
     MAX_VALUE_BYTES,
-    Event,
     StoreInfo,
     Usage,
     check_store_name,
     check_ttl,
-    check_version,
     check_workflow,
     initial_default_ttl,
     to_datetime,
 )
-from .base import Changes, EngineBase, EventRow, Reader, Row, Txn
+from .base import Changes, EngineBase, EventRow, Reader, Row, Txn, path_for_type
 
 __all__ = ["SqliteEngine", "sqlite_path"]
 
@@ -1238,24 +1236,6 @@ class SqliteEngine(EngineBase):
     # Only hashes are stored (`runstate.tokens` makes and checks tokens). Reads use the
     # calling thread's reader connection: the server looks tokens up on its event loop.
 
-    _GRANT_SQL = (
-        "SELECT t.id, t.role, t.stores, w.name, t.created_at "
-        "FROM tokens t JOIN workspaces w ON w.id = t.workspace_id "
-    )
-
-    @staticmethod
-    def _token_info(found: tuple[Any, ...]) -> Any:
-        import json
-
-        from ..tokens import TokenInfo
-
-        token_id, role, stores, workspace, created = found
-        created_at = to_datetime(created)
-        assert created_at is not None
-        return TokenInfo(
-            token_id, role, None if stores is None else json.loads(stores), workspace, created_at
-        )
-
     def _read_one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         conn = self._reader()
         try:
@@ -1279,15 +1259,7 @@ class SqliteEngine(EngineBase):
         token_hash: str,
     ) -> Any:
         """Store a token's hash (creating its workspace if new); returns its `TokenInfo`."""
-        import json
-
-        from ..tokens import check_role, check_token_stores, check_workspace_name
-
-        check_workspace_name(workspace)
-        check_role(role)
-        stores = check_token_stores(stores)
-
-        encoded = None if stores is None else json.dumps(stores)
+        encoded = self._token_fields(workspace, role, stores)
 
         def run(conn: sqlite3.Connection, now: int) -> Any:
             ws = self._workspace_id(conn, workspace, create=True)
@@ -1445,45 +1417,13 @@ class SqliteEngine(EngineBase):
         position = events[-1].seq if len(events) == limit else latest
         return Changes(events, position, gap)
 
-    def watch(
-        self,
-        workspace: str,
-        store: str,
-        prefix: str | None = None,
-        after: int | None = None,
-        *,
-        poll: float = 0.05,
-    ) -> Iterator[Event]:
-        """Every change of `store` from now (or past position `after`), in commit order, as
-        the feed records it, by this process or any other; blocks between changes, polling
-        every `poll` seconds (one cheap ``PRAGMA data_version`` while nothing changes). Ends
-        when the database closes. A ``gap`` event reports events trimmed before they were
-        read. "Now" is the moment of this call."""
-        check_store_name(store)
-        if prefix is not None and (type(prefix) is not str or "\x00" in prefix):
-            raise InvalidRequest("prefix must be a string without NUL", {"prefix": None})
-        position = self.latest_seq() if after is None else check_version(after, "after")
-        return self._follow(workspace, store, prefix, position, poll)
-
-    def _follow(
-        self, workspace: str, store: str, prefix: str | None, position: int, poll: float
-    ) -> Iterator[Event]:
-        seen: int | None = None
-        while not self._closed:
-            version = self.data_version()
-            if version == seen:
-                time.sleep(poll)
-                continue
-            seen = version
-            while True:
-                changes = self.events_after(workspace, store, position, prefix)
-                if changes.gap is not None:
-                    yield Event("gap", store, None, changes.gap)
-                for row in changes.events:
-                    yield row.event(store)
-                position = changes.position
-                if len(changes.events) < MAX_PAGE:
-                    break
+    def _changed_since(self, seen: int | None, poll: float) -> int | None:
+        """Polling: one cheap ``PRAGMA data_version`` per `poll` while nothing changes."""
+        version = self.data_version()
+        if version == seen:
+            time.sleep(poll)
+            return None
+        return version
 
 
 _STALE_NAMES = "store_names WHERE until IS NOT NULL AND until < (SELECT min(seq) FROM events)"
@@ -1553,10 +1493,4 @@ _UNIT_PATHS: dict[type[Any], _UnitPath | None] = {}
 
 def _fast_unit(kind: type[Any]) -> _UnitPath | None:
     """The fast path of a unit's type in `write_many` (subclasses too), or None."""
-    try:
-        return _UNIT_PATHS[kind]
-    except KeyError:
-        found = next((path for base, path in _UNIT_BASES if issubclass(kind, base)), None)
-        if len(_UNIT_PATHS) < 1000:  # a fixed set of types in practice; bounded regardless
-            _UNIT_PATHS[kind] = found
-        return found
+    return path_for_type(kind, _UNIT_BASES, _UNIT_PATHS)
