@@ -60,7 +60,7 @@ if not __package__:  # run as `python bench/http.py`: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.peers import RedisServer
-from bench.report import machine, machine_markdown, ratio_text, timestamp, write_results
+from bench.report import machine, machine_markdown, publish, ratio_text, timestamp
 
 OPS = ("get", "set", "increment")
 CONNECTIONS = (1, 16, 64)
@@ -890,16 +890,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "targets": [asdict(t) for t in TARGETS],
         "check": {"failures": failures, "notes": notes} if args.check else None,
     }
-    paths = write_results("http", timestamp(), data, report, args.out)
-    print()
-    print(report)
-    print("written: " + ", ".join(str(p) for p in paths))
-    if failures:
-        print("bench check FAILED:", file=sys.stderr)
-        for failure in failures:
-            print(f"  {failure}", file=sys.stderr)
-        return 1
-    return 0
+    return publish("http", timestamp(), data, report, args.out, failures)
 
 
 if __name__ == "__main__":

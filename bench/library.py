@@ -59,9 +59,9 @@ from bench.report import (
     machine,
     machine_markdown,
     percentile_us,
+    publish,
     ratio_text,
     timestamp,
-    write_results,
 )
 
 
@@ -804,16 +804,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     text = markdown(data, results, names)
-    paths = write_results("library", stamp, data, text, args.out)
-    print()
-    print(text)
-    print("written: " + ", ".join(str(path) for path in paths))
-    if failures:
-        print("bench check FAILED:", file=sys.stderr)
-        for failure in failures:
-            print(f"  {failure}", file=sys.stderr)
-        return 1
-    return 0
+    return publish("library", stamp, data, text, args.out, failures)
 
 
 if __name__ == "__main__":

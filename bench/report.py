@@ -119,3 +119,25 @@ def write_results(
     _write(paths[1], markdown)
     _write(paths[2], markdown)
     return paths
+
+
+def publish(
+    kind: str,
+    stamp: str,
+    data: dict[str, Any],
+    markdown: str,
+    directory: Path | None,
+    failures: list[str],
+) -> int:
+    """Write the results (`write_results`), print the report and where it went; the exit
+    status: 1 (with the failures on stderr) when a check failed, else 0."""
+    paths = write_results(kind, stamp, data, markdown, directory)
+    print()
+    print(markdown)
+    print("written: " + ", ".join(str(path) for path in paths))
+    if failures:
+        print("bench check FAILED:", file=sys.stderr)
+        for failure in failures:
+            print(f"  {failure}", file=sys.stderr)
+        return 1
+    return 0
