@@ -18,7 +18,7 @@ what ``increment`` or ``add_to_set`` mean: it only promises that
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
@@ -70,10 +70,18 @@ class Row:
     created_at: int
     updated_at: int
     expires_at: int | None
+    # `to_json_bytes`, once made: a row in the read cache answers every GET of it unchanged.
+    _json: bytes | None = field(default=None, compare=False, repr=False)
 
     def to_json_bytes(self) -> bytes:
         """The HTTP record object, with the stored JSON value spliced in as it is (no decode
-        and re-encode: the value reads back exactly as it was encoded)."""
+        and re-encode: the value reads back exactly as it was encoded). Made once per row
+        (rows are not changed once read: a write makes a new one)."""
+        if self._json is None:
+            self._json = self._encode()
+        return self._json
+
+    def _encode(self) -> bytes:
         expires = (
             b"null" if self.expires_at is None else b'"%s"' % format_time(self.expires_at).encode()
         )

@@ -208,7 +208,8 @@ def _envelope(exc: Error) -> bytes:
         return orjson.dumps({"error": {"code": exc.code, "message": exc.message, "details": {}}})
 
 
-async def _send(send: Send, response: Response | StreamResponse) -> None:
+async def send_response(send: Send, response: Response | StreamResponse) -> None:
+    """`response` as ASGI messages."""
     if isinstance(response, StreamResponse):
         await send(
             {
@@ -255,25 +256,51 @@ class App:
         self._start_lock = asyncio.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """HTTP: the request pipeline (module docstring), in this one coroutine rather than a
-        chain of them, since every level of awaiting costs again each time a request waits
-        (for its body, its write) and resumes. Lifespan: `_lifespan`."""
+        """ASGI: HTTP requests through `handle`, then the response as ASGI messages.
+        Lifespan: `_lifespan`."""
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
                 await self._lifespan(receive, send)
             return
+        raw = scope.get("raw_path")
+        if raw is None:  # a server without raw_path: re-encode the decoded path
+            raw = quote(scope["path"], safe="/").encode()
+        response = await self.handle(
+            scope["method"], raw, scope.get("query_string", b""), dict(scope["headers"]), receive
+        )
+        if response is None:
+            return
+        if type(response) is not Response:
+            await send_response(send, response)
+            return
+        answer = [
+            (b"content-type", response.content_type),
+            (b"content-length", b"%d" % len(response.body)),
+        ]
+        if response.headers:
+            answer += response.headers
+        await send({"type": "http.response.start", "status": response.status, "headers": answer})
+        await send({"type": "http.response.body", "body": response.body})
+
+    async def handle(
+        self,
+        method: str,
+        raw: bytes,
+        query_string: bytes,
+        headers: dict[bytes, bytes],
+        receive: Receive,
+    ) -> Response | StreamResponse | None:
+        """The request pipeline (module docstring), for both front doors (ASGI `__call__`
+        and RSGI `rsgi.RsgiApp`): the response to send, or None when the client went away.
+        One coroutine rather than a chain of them, since every level of awaiting costs again
+        each time a request waits (for its body, its write) and resumes."""
         started = perf_counter()
-        method: str = scope["method"]
         label = "unmatched"
         code: str | None = None
         try:
             state = self.state or await self.startup()
-            raw = scope.get("raw_path")
-            if raw is None:  # a server without raw_path: re-encode the decoded path
-                raw = quote(scope["path"], safe="/").encode()
             route, params = self._router.match(method, raw)
             label = route.path
-            headers = dict(scope["headers"])
             token: TokenInfo | None = None
             if route.role is not None:
                 authorization = headers.get(b"authorization")
@@ -288,7 +315,7 @@ class App:
                 if state.limiter is not None:
                     state.limiter.check(token.id)
                 require_role(token, route.role)
-            query = parse_query(scope.get("query_string", b""), route.query)
+            query = parse_query(query_string, route.query)
             req = Request(state, route, params, query, token, receive, headers)
             if route.body is not None and route.body != "ndjson":
                 body = await read_body(receive, headers, state.config.max_body_bytes)
@@ -308,7 +335,7 @@ class App:
             code = exc.code
             response = error_response(exc)
         except Disconnected:
-            return
+            return None
         except Exception as exc:
             error = _internal(exc)
             code = error.code
@@ -317,17 +344,7 @@ class App:
             if code is not None:
                 self.state.metrics.error(code)
             self.state.metrics.observe(label, method, response.status, perf_counter() - started)
-        if type(response) is not Response:
-            await _send(send, response)
-            return
-        answer = [
-            (b"content-type", response.content_type),
-            (b"content-length", b"%d" % len(response.body)),
-        ]
-        if response.headers:
-            answer += response.headers
-        await send({"type": "http.response.start", "status": response.status, "headers": answer})
-        await send({"type": "http.response.body", "body": response.body})
+        return response
 
     # --- lifespan ---------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ raw paths, so the number of series stays bounded; no label ever holds a token or
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
@@ -34,10 +35,9 @@ class _Histogram:
     def observe(self, value: float) -> None:
         self.count += 1
         self.total += value
-        for i, bound in enumerate(self.bounds):
-            if value <= bound:
-                self.counts[i] += 1
-                break
+        i = bisect_left(self.bounds, value)  # the first bound >= value
+        if i < len(self.counts):
+            self.counts[i] += 1
 
     def lines(self, name: str, labels: str) -> list[str]:
         sep = "," if labels else ""

@@ -20,16 +20,20 @@ segment holding U+FFFD is refused as not UTF-8 (400), even when the client sent 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 from urllib.parse import quote
 
-from .app import App
+from .app import App, send_response
+from .routes import Response
 
 __all__ = ["RsgiApp", "raw_path"]
 
 # Routes whose last parameter may hold "/" (decoded from %2F): /v1/stores/{store}/{here}/{...}
 _TAIL_PARAMS = frozenset(("records", "dependents"))
 _DISCONNECT = {"type": "http.disconnect"}
+# Characters `quote` leaves as they are: a path of only these is its own raw path.
+_PLAIN = re.compile(r"[A-Za-z0-9_.~/-]*").fullmatch
 # Bodies up to this size are read in one call; larger ones (imports) chunk by chunk.
 _WHOLE_BODY = 1 << 20
 
@@ -39,6 +43,8 @@ def raw_path(path: str) -> bytes:
     U+FFFD, which is what granian made of bytes that are not UTF-8, becomes such a byte again,
     so the router refuses the segment as it would have refused the original."""
     parts = path.split("/")
+    if _PLAIN(path) is not None and len(parts) <= 6:  # nothing to encode (the common case)
+        return path.encode()
     if len(parts) > 6 and parts[1] == "v1" and parts[2] == "stores" and parts[4] in _TAIL_PARAMS:
         head = "/".join(parts[:5])
         raw = quote(head, safe="/") + "/" + quote("/".join(parts[5:]), safe="")
@@ -117,19 +123,35 @@ class RsgiApp:
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
         if scope.proto != "http":
             return
-        headers = [(name.encode(), value.encode()) for name, value in scope.headers.items()]
+        headers = {name.encode(): value.encode() for name, value in scope.headers.items()}
         length = scope.headers.get("content-length")
         exchange = _Exchange(proto, int(length) if length and length.isdigit() else None)
-        path = scope.path
-        await self.app(
-            {
-                "type": "http",
-                "method": scope.method,
-                "path": path,
-                "raw_path": raw_path(path),
-                "query_string": scope.query_string.encode(),
-                "headers": headers,
-            },
+        response = await self.app.handle(
+            scope.method,
+            raw_path(scope.path),
+            scope.query_string.encode(),
+            headers,
             exchange.receive,
-            exchange.send,
         )
+        if response is None:
+            return
+        if type(response) is not Response:  # a stream: through the ASGI messages
+            await send_response(exchange.send, response)
+            return
+        answer = [("content-type", _text(response.content_type))]
+        for name, value in response.headers:
+            answer.append((name.decode(), value.decode()))
+        proto.response_bytes(response.status, answer, response.body)
+
+
+_TEXT: dict[bytes, str] = {}
+
+
+def _text(value: bytes) -> str:
+    """`value` decoded, remembered (content types: a handful of constants)."""
+    text = _TEXT.get(value)
+    if text is None:
+        text = value.decode()
+        if len(_TEXT) < 64:
+            _TEXT[value] = text
+    return text
