@@ -363,8 +363,11 @@ const can = {
 // A modal dialog (focus kept inside, Escape closes). `build(close)` returns its body.
 function openDialog(title, build, { wide = false } = {}) {
   const dialog = h("dialog", { class: wide ? "wide" : "", "aria-labelledby": "dialog-title" });
+  // Removed at once, not only from its (asynchronous) close event: a dialog opened right after
+  // this one closes (a new token's) must be the only dialog in the page.
   const close = () => {
     dialog.close();
+    dialog.remove();
   };
   dialog.addEventListener("close", () => dialog.remove());
   dialog.append(h("h2", { id: "dialog-title" }, title), build(close));
