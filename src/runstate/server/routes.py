@@ -80,7 +80,7 @@ class Request:
     query: dict[str, Any]
     token: TokenInfo | None
     receive: Callable[[], Awaitable[dict[str, Any]]]
-    headers: dict[bytes, bytes]
+    headers: Mapping[bytes, bytes]
     body: Any = None
 
     @property

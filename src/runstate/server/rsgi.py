@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -126,7 +127,7 @@ class RsgiApp:
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
         if scope.proto != "http":
             return
-        headers = {name.encode(): value.encode() for name, value in scope.headers.items()}
+        headers = _Headers(scope.headers)
         length = scope.headers.get("content-length")
         exchange = _Exchange(proto, int(length) if length and length.isdigit() else None)
         response = await self.app.handle(
@@ -145,6 +146,35 @@ class RsgiApp:
         for name, value in response.headers:
             answer.append((name.decode(), value.decode()))
         proto.response_bytes(response.status, answer, response.body)
+
+
+class _Headers(Mapping[bytes, bytes]):
+    """granian's request headers as the pipeline reads them (names and values as bytes),
+    each looked up when asked for: a request reads two or three of them."""
+
+    __slots__ = ("_headers",)
+
+    def __init__(self, headers: Any) -> None:
+        self._headers = headers
+
+    def get(self, name: bytes, default: Any = None) -> Any:
+        value = self._headers.get(name.decode("latin-1"))
+        return default if value is None else value.encode()
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, bytes) and name.decode("latin-1") in self._headers
+
+    def __getitem__(self, name: bytes) -> bytes:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter([name.encode() for name, _ in self._headers.items()])
+
+    def __len__(self) -> int:
+        return len(self._headers.items())
 
 
 _TEXT: dict[bytes, str] = {}

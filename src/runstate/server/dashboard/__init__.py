@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -69,7 +70,7 @@ def _sessions() -> Sessions:
     return Sessions()
 
 
-def session_token(state: State, method: str, headers: dict[bytes, bytes]) -> TokenInfo:
+def session_token(state: State, method: str, headers: Mapping[bytes, bytes]) -> TokenInfo:
     """The token behind the request's session cookie, for a ``/v1`` route: `Unauthorized`
     without a live session (or when its token was revoked), `Forbidden` when a write lacks
     the CSRF token or comes from another origin."""
