@@ -126,3 +126,62 @@ def test_a_graceful_stop_keeps_every_acknowledged_write(tmp_path: Path) -> None:
             assert db.store("s").get("n") == 50
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("path", ["/v1/stores/s/records/plain-key_1.~", "/healthz", "/"])
+def test_a_path_with_nothing_to_encode_is_its_own_raw_path(path: str) -> None:
+    assert raw_path(path) == path.encode()
+
+
+class _GranianHeaders:
+    """What the adapter uses of granian's RSGIHeaders (str names and values)."""
+
+    def __init__(self, items: dict[str, str]) -> None:
+        self._items = items
+
+    def get(self, key: str, default: object = None) -> object:
+        return self._items.get(key, default)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items.items())
+
+
+def test_headers_are_read_from_granians_map_as_bytes() -> None:
+    from runstate.server.rsgi import _Headers
+
+    headers = _Headers(_GranianHeaders({"authorization": "Bearer x", "content-length": "2"}))
+    assert headers.get(b"authorization") == b"Bearer x"
+    assert headers.get(b"cookie") is None
+    assert headers.get(b"cookie", b"") == b""
+    assert b"content-length" in headers
+    assert b"cookie" not in headers
+    assert headers[b"content-length"] == b"2"
+    with pytest.raises(KeyError):
+        headers[b"origin"]
+    assert sorted(headers) == [b"authorization", b"content-length"]
+    assert len(headers) == 2
+    assert dict(headers) == {b"authorization": b"Bearer x", b"content-length": b"2"}
+
+
+def test_the_router_remembers_matches_but_raises_every_error_again() -> None:
+    from runstate.errors import InvalidKey, NotFound
+    from runstate.server import app
+
+    router = app.Router(app.ROUTES)
+    first = router.match("GET", b"/v1/stores/s/records/k")
+    assert router.match("GET", b"/v1/stores/s/records/k") is first
+    assert first[1] == {"store": "s", "key": "k"}
+    for _ in range(2):
+        with pytest.raises(InvalidKey):
+            router.match("GET", b"/v1/stores/s/records/a%00b")
+        with pytest.raises(NotFound):
+            router.match("GET", b"/v1/nothing/here")
+    long_key = b"k" * 300
+    router.match("GET", b"/v1/stores/s/records/" + long_key)
+    assert ("GET", b"/v1/stores/s/records/" + long_key) not in router._memo
+    for i in range(app._MEMO + 10):
+        router.match("GET", b"/v1/stores/s/records/k%d" % i)
+    assert len(router._memo) <= app._MEMO
