@@ -86,8 +86,8 @@ class Target:
 
 
 TARGETS = (
-    Target("get", 64, "webdis", 0.6, 0.3),
-    Target("get", 64, "etcd", 3.0, 2.0),
+    Target("get", 64, "webdis", 0.6, 0.6),
+    Target("get", 64, "etcd", 3.0, 3.0),
     Target("set", 64, "etcd", 1.5, 0.8),
     Target("increment", 64, "etcd", 1.5, 0.8),
     Target("increment", 64, "pgbench", 0.6, 0.6, ours="runstate-pg"),
