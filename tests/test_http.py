@@ -8,6 +8,7 @@ streaming export/import, health, metrics and the OpenAPI document.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -753,6 +754,30 @@ def test_an_unexpected_failure_is_503_without_a_traceback(served, http, monkeypa
     assert "ZeroDivisionError" not in response.text
     assert "a bug" in caplog.text  # logged for the operator
     assert served.admin_token not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("error", "reason", "message"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device", "/data/x"), "disk_full", "disk space"),
+        (OSError(errno.EACCES, "Permission denied", "/data/x"), "EACCES", "read or write a file"),
+        (PermissionError(errno.EROFS, "Read-only file system"), "EROFS", "read or write a file"),
+    ],
+)
+def test_a_file_error_is_503_naming_what_failed_not_the_database(
+    served, http, monkeypatch, caplog, error, reason, message
+):
+    def broken(*args: Any) -> Any:
+        raise error
+
+    monkeypatch.setattr(served.engine, "get_row", broken)
+    with caplog.at_level(logging.WARNING, logger="runstate.server"):
+        response = http.get(rec("s", "k"))
+    assert assert_error(response, "unavailable")["details"]["reason"] == reason
+    assert message in response.json()["error"]["message"]
+    assert "/data/x" not in response.text  # logged for the operator, not answered
+    assert "database" not in response.json()["error"]["message"]
+    assert "Traceback" not in caplog.text
 
 
 def test_a_bug_in_one_write_does_not_fail_the_others_of_its_group(served, http):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
@@ -256,10 +257,28 @@ async def send_response(send: Send, response: Response | StreamResponse) -> None
 
 
 def _internal(exc: BaseException) -> Unavailable:
-    if isinstance(exc, sqlite3.Error | OSError):
+    """The 503 for a failure no handler turned into a SPEC error, logged (without a traceback
+    for the expected kinds), never echoed: a database error, a file the server could not read or
+    write (the disk full: `disk_full`, as the engines report it), or a bug."""
+    if isinstance(exc, sqlite3.Error):
+        log.warning("database error handling a request: %s", exc)
         return Unavailable("the database is unavailable", {"reason": type(exc).__name__})
+    if isinstance(exc, OSError):
+        log.warning("file error handling a request: %s", exc)
+        if exc.errno in _DISK_FULL:
+            return Unavailable(
+                "the server is out of disk space; writes resume once space is freed",
+                {"reason": "disk_full"},
+            )
+        name = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+        return Unavailable("the server could not read or write a file", {"reason": name})
     log.error("unexpected error handling a request", exc_info=exc)
     return Unavailable("the server failed to answer; it has been logged", {"reason": "internal"})
+
+
+_DISK_FULL = frozenset(
+    code for code in (getattr(errno, "ENOSPC", None), getattr(errno, "EDQUOT", None)) if code
+)
 
 
 # --- the application ------------------------------------------------------------------------------
