@@ -62,11 +62,11 @@ def raw_path(path: str) -> bytes:
 class _Exchange:
     """``receive`` and ``send`` of one request over an RSGI protocol object."""
 
-    __slots__ = ("_chunks", "_closed", "_headers", "_length", "_proto", "_status", "_stream")
+    __slots__ = ("_chunks", "_closed", "_headers", "_proto", "_request", "_status", "_stream")
 
-    def __init__(self, proto: Any, length: int | None) -> None:
+    def __init__(self, proto: Any, request_headers: Any) -> None:
         self._proto = proto
-        self._length = length
+        self._request = request_headers  # granian's: the body's length is read when needed
         self._chunks: Any = None
         self._closed = False
         self._status = 500
@@ -77,10 +77,11 @@ class _Exchange:
         if self._closed:
             await self._proto.client_disconnect()
             return _DISCONNECT
-        if self._chunks is None and self._length is not None and self._length <= _WHOLE_BODY:
-            self._closed = True
-            return {"type": "http.request", "body": await self._proto(), "more_body": False}
         if self._chunks is None:
+            length = self._request.get("content-length")
+            if length and length.isdigit() and int(length) <= _WHOLE_BODY:
+                self._closed = True
+                return {"type": "http.request", "body": await self._proto(), "more_body": False}
             self._chunks = self._proto.__aiter__()
         try:
             chunk = await self._chunks.__anext__()
@@ -127,14 +128,14 @@ class RsgiApp:
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
         if scope.proto != "http":
             return
-        headers = _Headers(scope.headers)
-        length = scope.headers.get("content-length")
-        exchange = _Exchange(proto, int(length) if length and length.isdigit() else None)
+        request_headers = scope.headers
+        exchange = _Exchange(proto, request_headers)
+        query = scope.query_string
         response = await self.app.handle(
             scope.method,
             raw_path(scope.path),
-            scope.query_string.encode(),
-            headers,
+            query.encode() if query else b"",
+            _Headers(request_headers),
             exchange.receive,
         )
         if response is None:
@@ -142,9 +143,12 @@ class RsgiApp:
         if type(response) is not Response:  # a stream: through the ASGI messages
             await send_response(exchange.send, response)
             return
-        answer = [("content-type", _text(response.content_type))]
-        for name, value in response.headers:
-            answer.append((name.decode(), value.decode()))
+        if response.headers:
+            answer = [("content-type", _text(response.content_type))]
+            for name, value in response.headers:
+                answer.append((name.decode(), value.decode()))
+        else:
+            answer = _headers_for(response.content_type)
         proto.response_bytes(response.status, answer, response.body)
 
 
@@ -175,6 +179,20 @@ class _Headers(Mapping[bytes, bytes]):
 
     def __len__(self) -> int:
         return len(self._headers.items())
+
+
+_ANSWERS: dict[bytes, list[tuple[str, str]]] = {}
+
+
+def _headers_for(content_type: bytes) -> list[tuple[str, str]]:
+    """The headers of a response with no others than its content type (granian only reads
+    the list): made once per content type."""
+    answer = _ANSWERS.get(content_type)
+    if answer is None:
+        answer = [("content-type", _text(content_type))]
+        if len(_ANSWERS) < 64:
+            _ANSWERS[content_type] = answer
+    return answer
 
 
 _TEXT: dict[bytes, str] = {}
