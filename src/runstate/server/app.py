@@ -307,19 +307,8 @@ class App:
         response = await self.handle(
             scope["method"], raw, scope.get("query_string", b""), dict(scope["headers"]), receive
         )
-        if response is None:
-            return
-        if type(response) is not Response:
+        if response is not None:
             await send_response(send, response)
-            return
-        answer = [
-            (b"content-type", response.content_type),
-            (b"content-length", b"%d" % len(response.body)),
-        ]
-        if response.headers:
-            answer += response.headers
-        await send({"type": "http.response.start", "status": response.status, "headers": answer})
-        await send({"type": "http.response.body", "body": response.body})
 
     async def handle(
         self,
