@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import math
 import os
 import sys
@@ -30,7 +29,7 @@ import orjson
 import runstate
 
 from .engine.base import EngineBase
-from .errors import Error, InvalidRequest, NotFound, Unavailable
+from .errors import DISK_FULL_ERRNOS, Error, InvalidRequest, NotFound, Unavailable
 from .model import (
     MAX_PAGE,
     Event,
@@ -934,7 +933,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.dup2(devnull, sys.stdout.fileno())
         return 0
     except OSError as exc:  # a file the command reads or writes (`-o`, an import's input)
-        code = "unavailable" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "invalid_request"
+        code = "unavailable" if exc.errno in DISK_FULL_ERRNOS else "invalid_request"
         where = f" ({exc.filename})" if exc.filename else ""
         stderr.write(f"error: {code}: {_one_line(exc.strerror or str(exc))}{where}\n")
         return 1

@@ -25,9 +25,11 @@ embedded library would.
 
 from __future__ import annotations
 
+import errno
 from typing import Any, ClassVar
 
 __all__ = [
+    "DISK_FULL_ERRNOS",
     "ERRORS",
     "Conflict",
     "Error",
@@ -166,3 +168,11 @@ ERRORS: dict[str, type[Error]] = {
 def error_class(code: str) -> type[Error]:
     """The exception class for an error code; unknown codes map to the base `Error`."""
     return ERRORS.get(code, Error)
+
+
+# The `OSError.errno` values that mean the disk (or the user's quota of it) is full: reported as
+# `unavailable` (reason ``disk_full``) wherever a file write fails, as writes resume once space
+# is freed.
+DISK_FULL_ERRNOS = frozenset(
+    code for code in (getattr(errno, "ENOSPC", None), getattr(errno, "EDQUOT", None)) if code
+)

@@ -34,7 +34,15 @@ from time import perf_counter
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
-from ..errors import Error, InvalidKey, InvalidRequest, NotFound, RateLimited, Unavailable
+from ..errors import (
+    DISK_FULL_ERRNOS,
+    Error,
+    InvalidKey,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    Unavailable,
+)
 from ..model import decode_json
 from ..tokens import TokenInfo
 from .auth import Authenticator, RateLimiter, require_role, require_store
@@ -265,7 +273,7 @@ def _internal(exc: BaseException) -> Unavailable:
         return Unavailable("the database is unavailable", {"reason": type(exc).__name__})
     if isinstance(exc, OSError):
         log.warning("file error handling a request: %s", exc)
-        if exc.errno in _DISK_FULL:
+        if exc.errno in DISK_FULL_ERRNOS:
             return Unavailable(
                 "the server is out of disk space; writes resume once space is freed",
                 {"reason": "disk_full"},
@@ -274,11 +282,6 @@ def _internal(exc: BaseException) -> Unavailable:
         return Unavailable("the server could not read or write a file", {"reason": name})
     log.error("unexpected error handling a request", exc_info=exc)
     return Unavailable("the server failed to answer; it has been logged", {"reason": "internal"})
-
-
-_DISK_FULL = frozenset(
-    code for code in (getattr(errno, "ENOSPC", None), getattr(errno, "EDQUOT", None)) if code
-)
 
 
 # --- the application ------------------------------------------------------------------------------
