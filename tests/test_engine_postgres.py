@@ -222,3 +222,9 @@ def test_a_group_of_increments_of_one_store_is_one_statement_with_exact_accounti
         assert [e.value for e in sets if e.key == "k1"] == [b"17", b"1017"]
     finally:
         engine.close()
+
+
+def test_an_unknown_durability_is_invalid_request_before_any_connection() -> None:
+    with pytest.raises(runstate.InvalidRequest) as raised:
+        PostgresEngine("postgresql://nobody@127.0.0.1:1/none", durability="nope")
+    assert raised.value.details == {"durability": "nope"}

@@ -47,6 +47,14 @@ def test_both_durability_modes_store_and_keep_data(tmp_path, durability):
         assert db.store("s").get("k") == {"v": 1}
 
 
+@pytest.mark.parametrize("durability", ["nope", "FAST", "", None, 1])
+def test_an_unknown_durability_is_invalid_request(tmp_path, durability):
+    with pytest.raises(runstate.InvalidRequest) as raised:
+        _open(tmp_path / "a.db", durability=durability)
+    assert raised.value.details == {"durability": durability}
+    assert not (tmp_path / "a.db").exists()
+
+
 def test_data_metadata_and_versions_survive_reopening(tmp_path):
     with _open(tmp_path / "p.db") as db:
         db.create_store("s", default_ttl=3600)

@@ -40,10 +40,26 @@ from ..model import (
 if TYPE_CHECKING:
     from ..ops import Check, Op
 
-__all__ = ["Changes", "Core", "EngineBase", "EventRow", "Reader", "Row", "Txn", "path_for_type"]
+__all__ = [
+    "Changes",
+    "Core",
+    "EngineBase",
+    "EventRow",
+    "Reader",
+    "Row",
+    "Txn",
+    "check_durability",
+    "path_for_type",
+]
 
 T = TypeVar("T")
 P = TypeVar("P")
+
+
+def check_durability(durability: object) -> None:
+    """An engine's durability mode is ``"fast"`` or ``"durable"``, else `InvalidRequest`."""
+    if durability not in ("fast", "durable"):
+        raise InvalidRequest("durability must be 'fast' or 'durable'", {"durability": durability})
 
 
 def path_for_type(

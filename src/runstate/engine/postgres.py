@@ -86,7 +86,16 @@ from ..model import (
     initial_default_ttl,
     to_datetime,
 )
-from .base import Changes, EngineBase, EventRow, Reader, Row, Txn, path_for_type
+from .base import (
+    Changes,
+    EngineBase,
+    EventRow,
+    Reader,
+    Row,
+    Txn,
+    check_durability,
+    path_for_type,
+)
 
 __all__ = ["PostgresEngine", "is_postgres_url"]
 
@@ -837,10 +846,7 @@ class PostgresEngine(EngineBase):
         pool_size: int | None = None,
         connect_timeout: float = 3.0,
     ) -> None:
-        if durability not in ("fast", "durable"):
-            raise InvalidRequest(
-                "durability must be 'fast' or 'durable'", {"durability": durability}
-            )
+        check_durability(durability)
         if quota_bytes is not None and (type(quota_bytes) is not int or quota_bytes < 0):
             raise InvalidRequest("quota_bytes must be an integer >= 0")
         conninfo, self.schema, extra = _split_url(url)

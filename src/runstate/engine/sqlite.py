@@ -62,7 +62,16 @@ from ..model import (
     initial_default_ttl,
     to_datetime,
 )
-from .base import Changes, EngineBase, EventRow, Reader, Row, Txn, path_for_type
+from .base import (
+    Changes,
+    EngineBase,
+    EventRow,
+    Reader,
+    Row,
+    Txn,
+    check_durability,
+    path_for_type,
+)
 
 __all__ = ["SqliteEngine", "sqlite_path"]
 
@@ -630,10 +639,7 @@ class SqliteEngine(EngineBase):
         event_retention: float = 3600.0,
         busy_timeout: float = 30.0,
     ) -> None:
-        if durability not in ("fast", "durable"):
-            raise InvalidRequest(
-                "durability must be 'fast' or 'durable'", {"durability": durability}
-            )
+        check_durability(durability)
         self.path = sqlite_path(path)
         self.durability = durability
         self.max_value_bytes = max_value_bytes if max_value_bytes is not None else MAX_VALUE_BYTES
