@@ -429,6 +429,14 @@ def _retryable(exc: BaseException) -> bool:
     ) and not isinstance(exc, psycopg.errors.DiskFull | psycopg.errors.QueryCanceled)
 
 
+# A workspace counter summed over its stores but those given (see `_Work._workspace_sum`).
+_SUM_OF_OTHER_STORES = {
+    counter: f"SELECT coalesce(sum({counter}), 0) FROM stores WHERE workspace_id = %s "
+    "AND NOT (id = ANY(%s::bigint[]))"
+    for counter in ("allot", "bytes")
+}
+
+
 class _Store:
     """The locked row of one store in a write transaction: its counters as they will be
     written back at commit (`_Work.save`)."""
@@ -624,26 +632,19 @@ class _Work:
         return [s for (w, _), s in self.stores.items() if w == workspace_id]
 
     def _free(self, workspace_id: int, quota: int) -> int:
-        mine = self._mine(workspace_id)
-        (others,) = _one(
-            self.conn.execute(
-                "SELECT coalesce(sum(allot), 0) FROM stores WHERE workspace_id = %s "
-                "AND NOT (id = ANY(%s::bigint[]))",
-                (workspace_id, [s.id for s in mine]),
-            )
-        )
-        return quota - int(others) - sum(int(s.allot) for s in mine)
+        return quota - self._workspace_sum(workspace_id, "allot")
 
     def _used(self, workspace_id: int) -> int:
+        return self._workspace_sum(workspace_id, "bytes")
+
+    def _workspace_sum(self, workspace_id: int, counter: str) -> int:
+        """Σ `counter` (``allot`` or ``bytes``) over the workspace's stores: this transaction's
+        own stores as it will write them back, the others as committed."""
         mine = self._mine(workspace_id)
         (others,) = _one(
-            self.conn.execute(
-                "SELECT coalesce(sum(bytes), 0) FROM stores WHERE workspace_id = %s "
-                "AND NOT (id = ANY(%s::bigint[]))",
-                (workspace_id, [s.id for s in mine]),
-            )
+            self.conn.execute(_SUM_OF_OTHER_STORES[counter], (workspace_id, [s.id for s in mine]))
         )
-        return int(others) + sum(int(s.bytes) for s in mine)
+        return int(others) + sum(int(getattr(s, counter)) for s in mine)
 
     def _reclaim(self, workspace_id: int) -> int:
         """Purge expired records of this transaction's stores and of every store of the
