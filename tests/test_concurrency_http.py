@@ -8,6 +8,7 @@ writer), in the `durable` mode a server runs in by default.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 
 import runstate
 from http_server import Served, serve_database
+from threads import in_threads_with
 
 CLIENTS = 32
 INCREMENTS = 300
@@ -28,30 +30,17 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         yield server
 
 
+@contextlib.contextmanager
+def _client_store(served: Served) -> Iterator[Any]:
+    """A client of its own (its own connection) and the store every client writes."""
+    with runstate.connect(served.url, token=served.admin_token) as db:
+        yield db.store("r2")
+
+
 def in_parallel(served: Served, work: Callable[[int, Any], list[Any]]) -> list[list[Any]]:
     """Run `work(client_number, store)` in `CLIENTS` threads, each with its own connection,
     released together; returns each client's results."""
-    results: list[list[Any]] = [[] for _ in range(CLIENTS)]
-    errors: list[BaseException] = []
-    start = threading.Barrier(CLIENTS)
-
-    def client(number: int) -> None:
-        try:
-            with runstate.connect(served.url, token=served.admin_token) as db:
-                store = db.store("r2")
-                start.wait()
-                results[number] = work(number, store)
-        except BaseException as exc:
-            errors.append(exc)
-            start.abort()
-
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    return results
+    return in_threads_with(CLIENTS, lambda _: _client_store(served), work)
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ Two parts:
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -31,6 +32,7 @@ import runstate
 from linearizability import INITIAL, Operation, _apply, by_key, check, is_linearizable
 from served_process import ServerDatabase, ServerProcess, running_servers, soak
 from served_process import server_database as server_database  # the fixture
+from threads import in_threads_with
 
 # --- the checker on hand-made histories ---------------------------------------------------------
 
@@ -295,25 +297,17 @@ def _client_load(recorder: Recorder, client: int, store: Any, seed: int, prefix:
 def _record(servers: list[ServerProcess], prefix: str, seed: int) -> list[Operation]:
     """`CLIENTS` threads, client i on server i mod len(servers), released together."""
     recorder = Recorder()
-    start = threading.Barrier(CLIENTS)
-    failures: list[BaseException] = []
 
-    def client(number: int) -> None:
-        try:
-            with servers[number % len(servers)].connect(timeout=30) as db:
-                store = db.store("lin")
-                start.wait()
-                _client_load(recorder, number, store, seed * 100 + number, prefix)
-        except BaseException as exc:
-            failures.append(exc)
-            start.abort()
+    @contextlib.contextmanager
+    def connected(number: int) -> Iterator[Any]:
+        with servers[number % len(servers)].connect(timeout=30) as db:
+            yield db.store("lin")
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert failures == []
+    in_threads_with(
+        CLIENTS,
+        connected,
+        lambda number, store: _client_load(recorder, number, store, seed * 100 + number, prefix),
+    )
     assert all(o.ret is not None for o in recorder.history), "a request went unanswered"
     return recorder.history
 

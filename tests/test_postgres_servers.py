@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,36 +40,13 @@ from conftest import _recount, fresh_schema, postgres_url
 from http_server import Served, start_server
 from runstate.engine.postgres import MIGRATIONS, PostgresEngine
 from served_process import open_server_database, running_servers, soak
+from threads import in_threads
 
 pytestmark = pytest.mark.slow
 
 CLIENTS = 32
 INCREMENTS = 300
 APPENDS = soak(50, 100)  # each append rewrites the whole list: O(n^2) bytes
-
-
-def _in_threads(count: int, work: Callable[[int], Any]) -> list[Any]:
-    """`work(n)` in `count` threads released together; their results, or the first failure."""
-    results: list[Any] = [None] * count
-    failures: list[BaseException] = []
-    start = threading.Barrier(count)
-
-    def run(number: int) -> None:
-        try:
-            start.wait()
-            results[number] = work(number)
-        except BaseException as exc:
-            failures.append(exc)
-            start.abort()
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if failures:
-        raise failures[0]
-    return results
 
 
 # --- R2 on two server processes -------------------------------------------------------------------
@@ -95,7 +72,7 @@ def test_two_server_processes_lose_no_update(tmp_path: Path):
                 store = db.store("r2")
                 return [store.increment("counter") for _ in range(INCREMENTS)]
 
-        returned = [v for values in _in_threads(CLIENTS, increments) for v in values]
+        returned = [v for values in in_threads(CLIENTS, increments) for v in values]
         assert sorted(returned) == list(range(1, CLIENTS * INCREMENTS + 1))
 
         def appends(number: int) -> list[int]:
@@ -103,7 +80,7 @@ def test_two_server_processes_lose_no_update(tmp_path: Path):
                 store = db.store("r2")
                 return [store.append("list", [number, i]) for i in range(APPENDS)]
 
-        lengths = [n for values in _in_threads(CLIENTS, appends) for n in values]
+        lengths = [n for values in in_threads(CLIENTS, appends) for n in values]
         assert sorted(lengths) == list(range(1, CLIENTS * APPENDS + 1))
 
         target = soak(100, 1000)
@@ -125,7 +102,7 @@ def test_two_server_processes_lose_no_update(tmp_path: Path):
                         continue
                     wins.append((version, written.version))
 
-        wins = sorted(w for found in _in_threads(8, cas) for w in found)
+        wins = sorted(w for found in in_threads(8, cas) for w in found)
         with connect(1) as db:
             store = db.store("r2")
             assert store.get("counter") == CLIENTS * INCREMENTS
@@ -239,8 +216,8 @@ def test_watchers_on_either_server_see_every_write_through_both(two_servers):
 
     try:
         # through B only, then through both at once
-        _in_threads(3, lambda n: writer(n, b, 60))
-        _in_threads(6, lambda n: writer(10 + n, (a, b)[n % 2], 60))
+        in_threads(3, lambda n: writer(n, b, 60))
+        in_threads(6, lambda n: writer(10 + n, (a, b)[n % 2], 60))
         for watcher in watchers:
             watcher.wait_for(len(written))
     finally:
@@ -275,7 +252,7 @@ def test_engines_opening_one_new_schema_at_once_apply_each_migration_once():
     url = f"{base}{'&' if '?' in base else '?'}schema={schema}"
     engines: list[PostgresEngine] = []
     try:
-        engines = _in_threads(8, lambda _: PostgresEngine(url, pool_size=1))
+        engines = in_threads(8, lambda _: PostgresEngine(url, pool_size=1))
         # and processes, which start whenever their interpreter is ready
         code = (
             "import sys; from runstate.engine.postgres import PostgresEngine; "
@@ -346,7 +323,7 @@ def test_concurrent_purges_expire_each_record_once_and_keep_usage_exact():
             for thread in purgers:
                 thread.start()
             try:
-                _in_threads(4, writer)
+                in_threads(4, writer)
                 time.sleep(0.35)  # every temporary record has expired
             finally:
                 stop.set()
@@ -444,7 +421,7 @@ def test_quota_holds_across_two_servers_and_many_stores(tmp_path: Path):
                     return {"expected": expected, "refused": refused}
 
             try:
-                results = _in_threads(8, writer)
+                results = in_threads(8, writer)
             finally:
                 stop.set()
                 watching.join()

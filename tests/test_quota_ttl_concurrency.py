@@ -25,7 +25,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,32 +35,13 @@ from conftest import encoded
 from runstate.model import datetime_micros
 from served_process import ServerDatabase, ServerProcess, running_servers, soak
 from served_process import server_database as server_database  # the fixture
+from threads import in_threads
 
 pytestmark = pytest.mark.slow
 
 QUOTA = 40_000
 WRITERS = soak(8, 16)
 WRITES = soak(120, 1500)
-
-
-def _in_threads(count: int, work: Callable[[int], None]) -> None:
-    failures: list[BaseException] = []
-    start = threading.Barrier(count)
-
-    def run(number: int) -> None:
-        try:
-            start.wait()
-            work(number)
-        except BaseException as exc:
-            failures.append(exc)
-            start.abort()
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert failures == [], failures
 
 
 def _recount(db: Any) -> tuple[int, int]:
@@ -119,7 +99,7 @@ def _quota_load(servers: list[ServerProcess], seed: int) -> dict[str, Any]:
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        _in_threads(WRITERS, writer)
+        in_threads(WRITERS, writer)
     finally:
         done.set()
         watcher.join()
@@ -233,7 +213,7 @@ def test_no_expired_record_is_ever_read_while_records_expire(
                     with lock:
                         reads.extend((began, n) for n in seen)
 
-        _in_threads(2 + READERS, lambda i: writer(i) if i < 2 else reader(i))
+        in_threads(2 + READERS, lambda i: writer(i) if i < 2 else reader(i))
     late = [(began, n, expiry[n]) for began, n in reads if began >= expiry[n]]
     assert late == [], f"expired records returned (began, write, expires_at): {late[:5]}"
     assert len(reads) > 50, "the readers saw too little to prove anything"
