@@ -291,7 +291,21 @@ class BareRsgi(BareAsgi):
     interface, target = "rsgi", "bench.asgi_bare:rsgi_app"
 
 
-class RunstatePostgres(RunstateHttp):
+class OnPostgres:
+    """A peer that runs on the PostgreSQL server given (``--db`` or RUNSTATE_BENCH_POSTGRES):
+    set once here for every such peer."""
+
+    postgres: ClassVar[str | None] = None
+
+    @classmethod
+    def no_postgres(cls) -> str | None:
+        """Why the peer cannot run (no server given), or None."""
+        if cls.postgres:
+            return None
+        return "no PostgreSQL given (--db postgresql://... or RUNSTATE_BENCH_POSTGRES)"
+
+
+class RunstatePostgres(OnPostgres, RunstateHttp):
     """`runstate serve` on the PostgreSQL server given (schema ``runstate_bench``)."""
 
     name = "runstate-pg"
@@ -299,12 +313,9 @@ class RunstatePostgres(RunstateHttp):
         "`runstate serve --durability durable --db postgresql://…` (schema runstate_bench), "
         "the same requests as runstate."
     )
-    postgres: ClassVar[str | None] = None
 
     def missing(self) -> str | None:
-        if not self.postgres:
-            return "no PostgreSQL given (--db postgresql://... or RUNSTATE_BENCH_POSTGRES)"
-        return super().missing()
+        return self.no_postgres() or super().missing()
 
     def database(self) -> str:
         """A fresh schema each run: the server then makes (and prints) a new admin token."""
@@ -334,7 +345,7 @@ PGBENCH_SQL = {
 }
 
 
-class Pgbench(HttpPeer):
+class Pgbench(OnPostgres, HttpPeer):
     """Not an HTTP server: `pgbench` itself is the load, on the PostgreSQL server given."""
 
     name = "pgbench"
@@ -343,16 +354,11 @@ class Pgbench(HttpPeer):
         "primary key, text value, version): SELECT for get, INSERT … ON CONFLICT DO UPDATE for "
         "set and increment; average latency only (pgbench reports no percentiles here)."
     )
-    postgres: ClassVar[str | None] = None
 
     def missing(self) -> str | None:
-        if not self.postgres:
-            return "no PostgreSQL given (--db postgresql://... or RUNSTATE_BENCH_POSTGRES)"
-        return (
-            None
-            if shutil.which("pgbench")
-            else "no pgbench binary (apt-get install postgresql-client)"
-        )
+        if self.no_postgres() or shutil.which("pgbench"):
+            return self.no_postgres()
+        return "no pgbench binary (apt-get install postgresql-client)"
 
     def start(self) -> None:
         assert self.postgres is not None
@@ -841,7 +847,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = set(ops) - set(OPS) or set(wanted) - set(PEERS)
     if unknown:
         parser.error(f"unknown: {', '.join(sorted(unknown))}")
-    RunstatePostgres.postgres = Pgbench.postgres = args.db
+    OnPostgres.postgres = args.db
     pinned = pin_cores(args.pin)
 
     wrk = shutil.which("wrk")
